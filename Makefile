@@ -1,0 +1,48 @@
+# augur: the two commands a new user needs are `make demo` and `make test`.
+# Cargo's target directory lives outside the clone so repeated runs (and CI) reuse it.
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/augur/target
+CARGO ?= cargo
+BIN := $(CARGO_TARGET_DIR)/debug
+RBIN := $(CARGO_TARGET_DIR)/release
+
+.PHONY: all deps build release test lint unit e2e demo bench bench-ingest bench-storage bench-agent clean-demo
+
+all: build
+
+deps:
+	@scripts/install-deps.sh
+
+build: deps
+	$(CARGO) build --workspace --bins
+
+release: deps
+	$(CARGO) build --release --workspace --bins
+
+lint: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# Whole suite: style, unit, component and end-to-end tests (real binaries, real cgroups).
+test: lint build
+	$(CARGO) nextest run --workspace --no-fail-fast
+	$(CARGO) test --workspace --doc
+
+demo: build
+	@scripts/demo.sh "$(BIN)"
+
+clean-demo:
+	@scripts/demo.sh --cleanup-only
+
+bench: bench-ingest bench-storage bench-agent
+
+bench-ingest: deps
+	$(CARGO) build --release -p augur-aggregator -p augur-bench --bins
+	$(RBIN)/augur-bench ingest --bin-dir $(RBIN)
+
+bench-storage: deps
+	$(CARGO) build --release -p augur-bench --bins
+	$(RBIN)/augur-bench storage --bin-dir $(RBIN)
+
+bench-agent: deps
+	$(CARGO) build --release -p augur-agent -p augur-bench --bins
+	$(RBIN)/augur-bench agent --bin-dir $(RBIN)

@@ -1,0 +1,139 @@
+//! augur-agent: samples host and container metrics every second and streams them to the
+//! aggregator without losing data while the aggregator is away.
+//!
+//! Layout:
+//! - [`config`]: TOML config (what) and its validation.
+//! - [`sampler`]: host (procfs) and container (cgroup v1/v2) samplers; pure parsers.
+//! - [`series_table`]: stable small references for series, persisted beside the spool.
+//! - [`spool`]: bounded on-disk spool of batches not yet acknowledged.
+//! - [`uplink`]: the gRPC stream to the aggregator (the only tonic code).
+//! - [`tick`]: the sampling loop that turns samples into spooled batches.
+//!
+//! [`run`] wires them together until shutdown.
+
+pub mod config;
+pub mod sampler;
+pub mod series_table;
+pub mod spool;
+pub mod tick;
+pub mod uplink;
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context as _;
+use tokio::sync::Notify;
+use tracing::info;
+
+use crate::config::AgentConfig;
+use crate::series_table::SeriesTable;
+use crate::spool::{Spool, SpoolConfig};
+use crate::uplink::{AgentStats, Identity, UplinkShared};
+
+/// The host id to use: configured, else the hostname.
+pub fn resolve_host_id(cfg: &AgentConfig) -> anyhow::Result<String> {
+    if !cfg.host_id.is_empty() {
+        return Ok(cfg.host_id.clone());
+    }
+    let name = sysinfo::System::host_name()
+        .context("cannot read the hostname; set host_id in the config")?;
+    let clean: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    anyhow::ensure!(
+        !clean.is_empty(),
+        "empty hostname; set host_id in the config"
+    );
+    Ok(clean)
+}
+
+/// Runs the agent until `shutdown` resolves.
+pub async fn run(
+    cfg: AgentConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let host_id = resolve_host_id(&cfg)?;
+    std::fs::create_dir_all(&cfg.state_dir)
+        .with_context(|| format!("creating state directory {}", cfg.state_dir.display()))?;
+    let spool = Spool::open(
+        &cfg.state_dir.join("spool"),
+        SpoolConfig {
+            max_bytes: cfg.spool.max_bytes,
+            segment_bytes: cfg.spool.segment_bytes,
+            fsync: cfg.spool.fsync,
+        },
+    )
+    .context("opening the spool")?;
+    let pending = spool.stats().records;
+    let table = SeriesTable::open(&cfg.state_dir.join("series.tbl"), pending == 0)
+        .context("opening the series table")?;
+    let incarnation = spool.incarnation();
+    info!(host = %host_id, incarnation, pending_batches = pending, next_seq = spool.next_seq(), "agent starting");
+
+    let spool = Arc::new(Mutex::new(spool));
+    let table = Arc::new(Mutex::new(table));
+    let stats = Arc::new(AgentStats::default());
+    let new_data = Arc::new(Notify::new());
+
+    let mut labels = cfg.labels.clone();
+    if let Ok(v) = sysinfo::System::kernel_version() {
+        labels.entry("kernel".into()).or_insert(v);
+    }
+    labels
+        .entry("arch".into())
+        .or_insert_with(|| std::env::consts::ARCH.to_owned());
+    let identity = Identity {
+        host_id: host_id.clone(),
+        incarnation,
+        labels,
+        capabilities: vec!["metrics.host".into(), "metrics.cgroup".into()],
+    };
+
+    let ticker = tick::Ticker::start(
+        &cfg,
+        tick::TickShared {
+            spool: spool.clone(),
+            table: table.clone(),
+            new_data: new_data.clone(),
+            stats: stats.clone(),
+        },
+    )
+    .context("starting the sampler thread")?;
+
+    let stop_uplink = Arc::new(Notify::new());
+    let uplink = tokio::spawn(uplink::run(
+        cfg.aggregator.clone(),
+        identity,
+        UplinkShared {
+            spool: spool.clone(),
+            table,
+            new_data,
+            stats: stats.clone(),
+        },
+        stop_uplink.clone(),
+    ));
+    shutdown.await;
+    info!("agent stopping");
+    ticker.stop();
+    stop_uplink.notify_one();
+    let _ = uplink.await;
+    let acked = stats.acked_sequence.load(Ordering::Relaxed);
+    if let Err(e) = spool.lock().unwrap_or_else(|e| e.into_inner()).ack(acked) {
+        tracing::warn!(error = %e, "cannot release acknowledged batches from the spool");
+    }
+    tick::write_status(&cfg.state_dir, &host_id, incarnation, &stats, &spool);
+    info!(
+        samples = stats.samples_produced.load(Ordering::Relaxed),
+        batches = stats.batches_produced.load(Ordering::Relaxed),
+        acked = stats.acked_sequence.load(Ordering::Relaxed),
+        "agent stopped"
+    );
+    Ok(())
+}

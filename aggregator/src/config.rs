@@ -1,0 +1,308 @@
+//! Aggregator configuration: a TOML file (what) plus command-line flags (how).
+//!
+//! Parsed with `deny_unknown_fields`, then [`AggregatorConfig::validate`]d; every
+//! option is documented in `packaging/config/aggregator.toml`.
+
+use augur_core::units;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::storage::{RetentionRule, StoreOptions};
+
+/// Port the aggregator listens on unless told otherwise.
+pub const DEFAULT_PORT: u16 = 7461;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AggregatorConfig {
+    /// gRPC listen address (agents, augurctl, subscribers).
+    pub listen: SocketAddr,
+    /// RocksDB data directory.
+    pub data_dir: PathBuf,
+    /// Name this aggregator gives itself in Welcome messages.
+    pub aggregator_id: String,
+    pub ingest: IngestConfig,
+    pub storage: StorageConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Samples stamped further in the future than this (by the server's clock) are rejected.
+    #[serde(with = "units::duration")]
+    pub max_future_skew: Duration,
+    /// Samples older than this are rejected (default: the raw retention).
+    #[serde(with = "units::duration")]
+    pub max_past_age: Duration,
+    /// Distinct series one host may define.
+    pub max_series_per_host: usize,
+    /// Largest accepted gRPC message.
+    #[serde(with = "units::bytes")]
+    pub max_message_bytes: u64,
+    /// Largest accepted number of points in one batch.
+    pub max_points_per_batch: usize,
+    /// Concurrent storage writes (RocksDB groups concurrent writers into one WAL write).
+    pub write_concurrency: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Raw samples are kept this long.
+    #[serde(with = "units::duration")]
+    pub raw_retention: Duration,
+    /// One-minute rollups are kept this long.
+    #[serde(with = "units::duration")]
+    pub rollup_retention: Duration,
+    /// Points per sealed, compressed block.
+    pub block_points: usize,
+    /// Open points older than this are sealed even if the block is not full.
+    #[serde(with = "units::duration")]
+    pub max_open_age: Duration,
+    /// How often blocks are sealed and retention applied.
+    #[serde(with = "units::duration")]
+    pub maintenance_interval: Duration,
+    /// fsync every write: acknowledged samples then survive power loss, not only a crash.
+    pub sync_writes: bool,
+    /// Per-label retention overrides, first match wins.
+    pub retention: Vec<RetentionRuleConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionRuleConfig {
+    /// Host labels that must all match (e.g. `{ env = "dev" }`).
+    #[serde(default)]
+    pub match_labels: BTreeMap<String, String>,
+    /// Or: resources whose name starts with this (e.g. `"container/"`).
+    #[serde(default)]
+    pub resource_prefix: Option<String>,
+    #[serde(with = "units::duration")]
+    pub raw: Duration,
+    #[serde(with = "units::duration")]
+    pub rollup: Duration,
+}
+
+impl Default for AggregatorConfig {
+    fn default() -> Self {
+        AggregatorConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)),
+            data_dir: PathBuf::from("/var/lib/augur-aggregator"),
+            aggregator_id: "augur-aggregator".into(),
+            ingest: IngestConfig::default(),
+            storage: StorageConfig::default(),
+        }
+    }
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            max_future_skew: Duration::from_secs(300),
+            max_past_age: Duration::from_secs(14 * 86_400),
+            max_series_per_host: 100_000,
+            max_message_bytes: 16 << 20,
+            max_points_per_batch: 200_000,
+            write_concurrency: 4,
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        let d = StoreOptions::default();
+        StorageConfig {
+            raw_retention: d.raw_retention,
+            rollup_retention: d.rollup_retention,
+            block_points: d.block_points,
+            max_open_age: d.max_open_age,
+            maintenance_interval: Duration::from_secs(30),
+            sync_writes: d.sync_writes,
+            retention: Vec::new(),
+        }
+    }
+}
+
+/// Why a config is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid config {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+impl AggregatorConfig {
+    /// Reads, parses and validates a TOML config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates TOML text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let cfg: AggregatorConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_owned(),
+            message: e.to_string(),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks values that parse but make no sense.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.data_dir.as_os_str().is_empty() {
+            return bad("data_dir must not be empty".into());
+        }
+        let i = &self.ingest;
+        if i.max_message_bytes < 4096 || i.max_message_bytes > (1 << 30) {
+            return bad(format!(
+                "ingest.max_message_bytes must be between 4KiB and 1GiB (got {})",
+                units::format_bytes(i.max_message_bytes)
+            ));
+        }
+        if i.max_series_per_host == 0 || i.max_points_per_batch == 0 {
+            return bad(
+                "ingest.max_series_per_host and ingest.max_points_per_batch must be > 0".into(),
+            );
+        }
+        if i.write_concurrency == 0 || i.write_concurrency > 256 {
+            return bad(format!(
+                "ingest.write_concurrency must be 1..=256 (got {})",
+                i.write_concurrency
+            ));
+        }
+        let s = &self.storage;
+        if s.block_points < 16 || s.block_points > 1_000_000 {
+            return bad(format!(
+                "storage.block_points must be 16..=1000000 (got {})",
+                s.block_points
+            ));
+        }
+        if s.raw_retention < Duration::from_secs(60) {
+            return bad("storage.raw_retention must be at least 1m".into());
+        }
+        if s.rollup_retention < s.raw_retention {
+            return bad(
+                "storage.rollup_retention must not be shorter than storage.raw_retention".into(),
+            );
+        }
+        if s.maintenance_interval < Duration::from_secs(1) {
+            return bad("storage.maintenance_interval must be at least 1s".into());
+        }
+        for (n, r) in s.retention.iter().enumerate() {
+            if r.match_labels.is_empty() && r.resource_prefix.is_none() {
+                return bad(format!(
+                    "storage.retention[{n}] needs match_labels or resource_prefix (an empty rule would match everything)"
+                ));
+            }
+            if r.rollup < r.raw {
+                return bad(format!(
+                    "storage.retention[{n}]: rollup must not be shorter than raw"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Storage options derived from this config.
+    pub fn store_options(&self) -> StoreOptions {
+        let s = &self.storage;
+        StoreOptions {
+            block_points: s.block_points,
+            max_open_age: s.max_open_age,
+            raw_retention: s.raw_retention,
+            rollup_retention: s.rollup_retention,
+            retention_rules: s
+                .retention
+                .iter()
+                .map(|r| RetentionRule {
+                    match_host_labels: r.match_labels.clone(),
+                    resource_prefix: r.resource_prefix.clone(),
+                    raw: r.raw,
+                    rollup: r.rollup,
+                })
+                .collect(),
+            sync_writes: s.sync_writes,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/config")
+            .join(name)
+    }
+
+    #[test]
+    fn example_config_in_packaging_is_valid() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/config/aggregator.toml");
+        let cfg = AggregatorConfig::load(&p).expect("packaged example config must be valid");
+        assert_eq!(cfg.listen.port(), DEFAULT_PORT);
+    }
+
+    #[test]
+    fn empty_config_gives_defaults() {
+        assert_eq!(
+            AggregatorConfig::parse("", "empty").unwrap(),
+            AggregatorConfig::default()
+        );
+    }
+
+    #[test]
+    fn invalid_fixtures_fail_with_expected_message() {
+        // Each invalid fixture's first line is `# expect: <substring of the error>`.
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            if !name.starts_with("invalid-") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            let expect = text
+                .lines()
+                .next()
+                .unwrap()
+                .trim_start_matches("# expect:")
+                .trim()
+                .to_owned();
+            let err = AggregatorConfig::load(&path).expect_err(&name).to_string();
+            assert!(
+                err.contains(&expect),
+                "{name}: error {err:?} does not contain {expect:?}"
+            );
+            seen += 1;
+        }
+        assert!(
+            seen >= 4,
+            "expected at least 4 invalid fixtures, found {seen}"
+        );
+    }
+
+    #[test]
+    fn valid_fixture_parses_rules() {
+        let cfg = AggregatorConfig::load(&fixture("valid-retention.toml")).unwrap();
+        let opts = cfg.store_options();
+        assert_eq!(opts.retention_rules.len(), 2);
+        assert_eq!(opts.retention_rules[0].raw, Duration::from_secs(2 * 86_400));
+        assert_eq!(opts.block_points, 600);
+    }
+}

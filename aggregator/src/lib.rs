@@ -1,0 +1,103 @@
+//! augur-aggregator: receives agent telemetry, stores it in RocksDB and serves queries.
+//!
+//! Layout:
+//! - [`config`]: TOML config (what) and its validation.
+//! - [`storage`]: the storage seam ([`storage::Store`]); RocksDB and in-memory stores.
+//! - [`ingest`]: per-stream validation, deduplication and atomic writes.
+//! - [`registry`]: hosts that connected, their labels and counters.
+//! - [`server`]: the gRPC services (the only tonic code).
+//!
+//! [`run`] starts everything and serves until the shutdown future resolves.
+
+pub mod config;
+pub mod ingest;
+pub mod registry;
+pub mod server;
+pub mod storage;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tracing::{info, warn};
+
+use crate::config::AggregatorConfig;
+use crate::ingest::IngestLimits;
+use crate::registry::Registry;
+use crate::server::Shared;
+use crate::storage::Store;
+use crate::storage::rocks::RocksStore;
+
+/// Opens the store, binds the listener and serves until `shutdown` resolves.
+/// `on_ready` is called with the bound address (useful with port 0).
+pub async fn run(
+    config: AggregatorConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_ready: impl FnOnce(SocketAddr) + Send,
+) -> anyhow::Result<()> {
+    let opts = config.store_options();
+    let dir = config.data_dir.clone();
+    let store: Arc<dyn Store> = Arc::new(
+        tokio::task::spawn_blocking(move || RocksStore::open(&dir, opts))
+            .await?
+            .with_context(|| format!("opening the store in {}", config.data_dir.display()))?,
+    );
+    let registry = Arc::new(Registry::load(store.clone()).context("loading the host registry")?);
+    let i = &config.ingest;
+    let shared = Arc::new(Shared {
+        store: store.clone(),
+        registry,
+        limits: IngestLimits {
+            max_future_skew_ms: i.max_future_skew.as_millis() as i64,
+            max_past_age_ms: i.max_past_age.as_millis() as i64,
+            max_series_per_host: i.max_series_per_host,
+            max_points_per_batch: i.max_points_per_batch,
+        },
+        aggregator_id: config.aggregator_id.clone(),
+        max_message_bytes: i.max_message_bytes as usize,
+        write_slots: Semaphore::new(i.write_concurrency),
+    });
+
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    info!(%addr, data_dir = %config.data_dir.display(), "aggregator listening");
+    on_ready(addr);
+
+    let maint = tokio::spawn(maintenance_loop(
+        store.clone(),
+        config.storage.maintenance_interval,
+    ));
+    let (telemetry, query) = server::services(shared);
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .add_service(telemetry)
+        .add_service(query)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+        .context("gRPC server")?;
+    maint.abort();
+    info!("aggregator stopped");
+    Ok(())
+}
+
+async fn maintenance_loop(store: Arc<dyn Store>, every: std::time::Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let s = store.clone();
+        match tokio::task::spawn_blocking(move || s.maintain(augur_core::time::now_ms())).await {
+            Ok(Ok(stats)) => tracing::debug!(?stats, "maintenance pass"),
+            Ok(Err(e)) => warn!(error = %e, "maintenance failed"),
+            Err(e) => warn!(error = %e, "maintenance panicked"),
+        }
+    }
+}

@@ -1,0 +1,571 @@
+//! gRPC services: `Telemetry.Connect` (agent streams) and `Query`.
+//!
+//! The only module that touches tonic. Domain errors become `tonic::Status` in
+//! [`status_of`]; storage work runs on the blocking pool, bounded by a semaphore so
+//! ingest pushes back on agents (HTTP/2 flow control) instead of queueing without bound.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use augur_core::time::now_ms;
+use augur_proto::PROTOCOL_VERSION;
+use augur_proto::v1::{
+    self, AgentMessage, AggregatorMessage, HeartbeatReply, Welcome,
+    agent_message::Msg as AgentMsg,
+    aggregator_message::Msg as AggMsg,
+    query_server::{Query, QueryServer},
+    telemetry_server::{Telemetry, TelemetryServer},
+};
+use futures::Stream;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::ingest::{IngestError, IngestLimits, Session};
+use crate::registry::{HelloInfo, Registry};
+use crate::storage::{Rollup, SeriesId, SeriesMeta, Store, StoreError};
+
+/// Everything the services share.
+pub struct Shared {
+    pub store: Arc<dyn Store>,
+    pub registry: Arc<Registry>,
+    pub limits: IngestLimits,
+    pub aggregator_id: String,
+    pub max_message_bytes: usize,
+    pub write_slots: Semaphore,
+}
+
+/// Builds the tonic services for `shared`.
+pub fn services(
+    shared: Arc<Shared>,
+) -> (TelemetryServer<TelemetryService>, QueryServer<QueryService>) {
+    let max = shared.max_message_bytes;
+    let t = TelemetryServer::new(TelemetryService {
+        shared: shared.clone(),
+    })
+    .max_decoding_message_size(max)
+    .max_encoding_message_size(max);
+    let q = QueryServer::new(QueryService { shared })
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(64 << 20);
+    (t, q)
+}
+
+/// Maps domain errors to gRPC statuses (the one place that does).
+pub fn status_of(e: &(dyn std::error::Error + 'static)) -> Status {
+    if let Some(e) = e.downcast_ref::<IngestError>() {
+        return match e {
+            IngestError::Store(s) => status_of(s),
+            other => Status::invalid_argument(other.to_string()),
+        };
+    }
+    if let Some(e) = e.downcast_ref::<StoreError>() {
+        return match e {
+            StoreError::UnknownSeries(_) => Status::not_found(e.to_string()),
+            _ => Status::unavailable(format!("storage: {e}")),
+        };
+    }
+    Status::internal(e.to_string())
+}
+
+fn valid_host_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 253
+        && id
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b':'))
+}
+
+/// `Telemetry` service.
+pub struct TelemetryService {
+    shared: Arc<Shared>,
+}
+
+type OutStream = Pin<Box<dyn Stream<Item = Result<AggregatorMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Telemetry for TelemetryService {
+    type ConnectStream = OutStream;
+
+    async fn connect(
+        &self,
+        req: Request<Streaming<AgentMessage>>,
+    ) -> Result<Response<OutStream>, Status> {
+        let peer = req.remote_addr();
+        let mut inbound = req.into_inner();
+        let hello = match inbound.message().await? {
+            Some(AgentMessage {
+                msg: Some(AgentMsg::Hello(h)),
+            }) => h,
+            Some(_) => {
+                return Err(Status::invalid_argument(
+                    "the first message on a stream must be Hello",
+                ));
+            }
+            None => return Err(Status::invalid_argument("stream closed before Hello")),
+        };
+        if hello.protocol_version != PROTOCOL_VERSION {
+            return Err(Status::failed_precondition(format!(
+                "protocol version {} is not supported; this aggregator speaks version {PROTOCOL_VERSION}",
+                hello.protocol_version
+            )));
+        }
+        if !valid_host_id(&hello.host_id) {
+            return Err(Status::invalid_argument(format!(
+                "host id {:?} must be 1-253 characters of [A-Za-z0-9._:-]",
+                hello.host_id
+            )));
+        }
+        if hello.incarnation == 0 {
+            return Err(Status::invalid_argument("incarnation must be nonzero"));
+        }
+        let info = HelloInfo {
+            host_id: hello.host_id.clone(),
+            incarnation: hello.incarnation,
+            agent_version: hello.agent_version.clone(),
+            labels: hello.labels.into_iter().collect::<BTreeMap<_, _>>(),
+            capabilities: hello.capabilities,
+        };
+        let shared = self.shared.clone();
+        let store = shared.store.clone();
+        let (host, inc) = (info.host_id.clone(), info.incarnation);
+        let session = tokio::task::spawn_blocking(move || Session::open(&*store, &host, inc))
+            .await
+            .map_err(|e| Status::internal(format!("session setup panicked: {e}")))?
+            .map_err(|e| status_of(&e))?;
+        let acked = session.acked();
+        {
+            let reg = shared.registry.clone();
+            let info = info.clone();
+            tokio::task::spawn_blocking(move || reg.connected(&info, now_ms(), acked))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(|e| status_of(&e))?;
+        }
+        let (tx, rx) = mpsc::channel::<Result<AggregatorMessage, Status>>(256);
+        let welcome = Welcome {
+            protocol_version: PROTOCOL_VERSION,
+            aggregator_id: shared.aggregator_id.clone(),
+            acked_sequence: acked,
+            max_series_per_batch: 50_000,
+            max_message_bytes: shared.max_message_bytes as u32,
+        };
+        tx.send(Ok(AggregatorMessage {
+            msg: Some(AggMsg::Welcome(welcome)),
+        }))
+        .await
+        .map_err(|_| Status::cancelled("client went away"))?;
+        let span =
+            info_span!("agent_session", host = %info.host_id, incarnation = info.incarnation);
+        info!(parent: &span, ?peer, agent_version = %info.agent_version, acked, "agent connected");
+        tokio::spawn(run_session(shared, session, inbound, tx).instrument(span));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+async fn run_session(
+    shared: Arc<Shared>,
+    mut session: Session,
+    mut inbound: Streaming<AgentMessage>,
+    tx: mpsc::Sender<Result<AggregatorMessage, Status>>,
+) {
+    let host = session.host_id().to_owned();
+    let end = loop {
+        let msg = match inbound.message().await {
+            Ok(Some(m)) => m,
+            Ok(None) => break "agent closed the stream".to_owned(),
+            Err(status) => {
+                // Malformed or oversized message: tell the agent why, then end the stream.
+                let why = format!("receive error: {status}");
+                let _ = tx.send(Err(status)).await;
+                break why;
+            }
+        };
+        let reply = match msg.msg {
+            Some(AgentMsg::Batch(batch)) => {
+                let permit = match shared.write_slots.acquire().await {
+                    Ok(p) => p,
+                    Err(_) => break "shutting down".to_owned(),
+                };
+                let sh = shared.clone();
+                let res = tokio::task::spawn_blocking(move || {
+                    let r = session.ingest(&*sh.store, &batch, now_ms(), &sh.limits);
+                    (session, r)
+                })
+                .await;
+                drop(permit);
+                let (s, r) = match res {
+                    Ok(v) => v,
+                    Err(e) => {
+                        let _ = tx
+                            .send(Err(Status::internal(format!("ingest panicked: {e}"))))
+                            .await;
+                        return;
+                    }
+                };
+                session = s;
+                match r {
+                    Ok((ack, stats)) => {
+                        shared
+                            .registry
+                            .batch(&host, &stats, ack.acked_sequence, now_ms());
+                        if ack.code != 0 {
+                            debug!(seq = ack.sequence, rejected = ack.rejected_points, msg = %ack.message, "batch partly rejected");
+                        }
+                        AggMsg::Ack(ack)
+                    }
+                    Err(e) => {
+                        let status = status_of(&e);
+                        let why = format!("batch refused: {e}");
+                        let _ = tx.send(Err(status)).await;
+                        break why;
+                    }
+                }
+            }
+            Some(AgentMsg::Heartbeat(hb)) => {
+                shared.registry.seen(&host, now_ms());
+                AggMsg::HeartbeatReply(HeartbeatReply {
+                    time_ms: hb.time_ms,
+                })
+            }
+            Some(AgentMsg::CommandReport(r)) => {
+                debug!(command = %r.command_id, status = r.status, "command report");
+                continue;
+            }
+            Some(AgentMsg::Hello(_)) => {
+                let _ = tx
+                    .send(Err(Status::invalid_argument(
+                        "Hello may only be sent once per stream",
+                    )))
+                    .await;
+                break "second Hello".to_owned();
+            }
+            None => continue,
+        };
+        if tx
+            .send(Ok(AggregatorMessage { msg: Some(reply) }))
+            .await
+            .is_err()
+        {
+            break "agent stopped reading".to_owned();
+        }
+    };
+    info!(reason = %end, "agent disconnected");
+    let reg = shared.registry.clone();
+    let res = tokio::task::spawn_blocking(move || reg.disconnected(&host, now_ms())).await;
+    if let Ok(Err(e)) = res {
+        warn!(error = %e, "could not persist host record");
+    }
+}
+
+/// `Query` service.
+pub struct QueryService {
+    shared: Arc<Shared>,
+}
+
+fn kind_of(k: augur_core::MetricKind) -> i32 {
+    match k {
+        augur_core::MetricKind::Gauge => v1::MetricKind::Gauge as i32,
+        augur_core::MetricKind::Counter => v1::MetricKind::Counter as i32,
+    }
+}
+
+fn series_info(m: &SeriesMeta) -> v1::SeriesInfo {
+    v1::SeriesInfo {
+        host_id: m.host_id.clone(),
+        resource: m.key.resource.clone(),
+        metric: m.key.metric.clone(),
+        unit: m.key.unit.clone(),
+        kind: kind_of(m.key.kind),
+        labels: m
+            .key
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    }
+}
+
+/// Series of `host` matching the optional resource, metric and label filters.
+fn select(
+    store: &dyn Store,
+    host: &str,
+    resource: &str,
+    metric: &str,
+    labels: &std::collections::HashMap<String, String>,
+) -> Vec<(SeriesId, SeriesMeta)> {
+    store
+        .list_series(Some(host))
+        .into_iter()
+        .filter(|(_, m)| resource.is_empty() || m.key.resource == resource)
+        .filter(|(_, m)| metric.is_empty() || m.key.metric == metric)
+        .filter(|(_, m)| labels.iter().all(|(k, v)| m.key.labels.get(k) == Some(v)))
+        .collect()
+}
+
+/// Groups one-minute rollups into buckets of `step_ms` aligned to the epoch.
+fn regroup(rollups: Vec<Rollup>, step_ms: i64) -> Vec<Rollup> {
+    let mut out: Vec<Rollup> = Vec::new();
+    for r in rollups {
+        let b = r.start_ms.div_euclid(step_ms) * step_ms;
+        match out.last_mut() {
+            Some(last) if last.start_ms == b => last.merge(&r),
+            _ => out.push(Rollup { start_ms: b, ..r }),
+        }
+    }
+    out
+}
+
+fn bucket_points(points: &[(i64, f64)], step_ms: i64) -> Vec<Rollup> {
+    let mut out: Vec<Rollup> = Vec::new();
+    for &(ts, v) in points {
+        let b = ts.div_euclid(step_ms) * step_ms;
+        let one = Rollup::of_point(b, ts, v);
+        match out.last_mut() {
+            Some(last) if last.start_ms == b => last.merge(&one),
+            _ => out.push(one),
+        }
+    }
+    out
+}
+
+fn rollup_msg(r: &Rollup) -> v1::RollupPoint {
+    v1::RollupPoint {
+        timestamp_ms: r.start_ms,
+        min: r.min,
+        max: r.max,
+        avg: r.avg(),
+        last: r.last,
+        count: r.count,
+    }
+}
+
+impl QueryService {
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, Status> {
+        let store = self.shared.store.clone();
+        tokio::task::spawn_blocking(move || f(&*store))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| status_of(&e))
+    }
+}
+
+fn require_host(h: &str) -> Result<(), Status> {
+    if h.is_empty() {
+        Err(Status::invalid_argument("host_id is required"))
+    } else {
+        Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl Query for QueryService {
+    async fn list_hosts(
+        &self,
+        _: Request<v1::ListHostsRequest>,
+    ) -> Result<Response<v1::ListHostsResponse>, Status> {
+        let hosts = self
+            .shared
+            .registry
+            .list()
+            .into_iter()
+            .map(|h| v1::HostInfo {
+                host_id: h.record.host_id,
+                labels: h.record.labels.into_iter().collect(),
+                agent_version: h.record.agent_version,
+                capabilities: h.record.capabilities,
+                first_seen_ms: h.record.first_seen_ms,
+                last_seen_ms: h.record.last_seen_ms,
+                connected: h.connected,
+                incarnation: h.record.incarnation,
+                acked_sequence: h.acked_sequence,
+                samples_stored: h.samples_stored,
+                samples_rejected: h.samples_rejected,
+                batches_lost: h.batches_lost,
+                series: h.series,
+            })
+            .collect();
+        Ok(Response::new(v1::ListHostsResponse { hosts }))
+    }
+
+    async fn list_resources(
+        &self,
+        req: Request<v1::ListResourcesRequest>,
+    ) -> Result<Response<v1::ListResourcesResponse>, Status> {
+        let host = req.into_inner().host_id;
+        let resources = self
+            .blocking(move |store| {
+                let mut by: BTreeMap<(String, String), (u32, i64)> = BTreeMap::new();
+                let filter = if host.is_empty() {
+                    None
+                } else {
+                    Some(host.as_str())
+                };
+                for (id, m) in store.list_series(filter) {
+                    let last = store.latest(id)?.map(|p| p.0).unwrap_or(0);
+                    let e = by.entry((m.host_id, m.key.resource)).or_default();
+                    e.0 += 1;
+                    e.1 = e.1.max(last);
+                }
+                Ok(by
+                    .into_iter()
+                    .map(|((host_id, resource), (series, last))| v1::ResourceInfo {
+                        host_id,
+                        resource,
+                        series,
+                        last_sample_ms: last,
+                    })
+                    .collect())
+            })
+            .await?;
+        Ok(Response::new(v1::ListResourcesResponse { resources }))
+    }
+
+    async fn list_series(
+        &self,
+        req: Request<v1::ListSeriesRequest>,
+    ) -> Result<Response<v1::ListSeriesResponse>, Status> {
+        let r = req.into_inner();
+        require_host(&r.host_id)?;
+        let series = self
+            .blocking(move |store| {
+                Ok(select(
+                    store,
+                    &r.host_id,
+                    &r.resource,
+                    &r.metric,
+                    &Default::default(),
+                )
+                .iter()
+                .map(|(_, m)| series_info(m))
+                .collect())
+            })
+            .await?;
+        Ok(Response::new(v1::ListSeriesResponse { series }))
+    }
+
+    async fn query_range(
+        &self,
+        req: Request<v1::QueryRangeRequest>,
+    ) -> Result<Response<v1::QueryRangeResponse>, Status> {
+        let r = req.into_inner();
+        require_host(&r.host_id)?;
+        if r.end_ms <= r.start_ms {
+            return Err(Status::invalid_argument(format!(
+                "end_ms {} must be after start_ms {}",
+                r.end_ms, r.start_ms
+            )));
+        }
+        if r.step_ms < 0 {
+            return Err(Status::invalid_argument("step_ms must not be negative"));
+        }
+        if r.step_ms > 0 && (r.end_ms - r.start_ms) / r.step_ms > 100_000 {
+            return Err(Status::invalid_argument(
+                "more than 100000 steps requested; use a larger step",
+            ));
+        }
+        let series = self
+            .blocking(move |store| {
+                let mut out = Vec::new();
+                for (id, m) in select(store, &r.host_id, &r.resource, &r.metric, &r.match_labels) {
+                    let mut d = v1::SeriesData {
+                        series: Some(series_info(&m)),
+                        ..Default::default()
+                    };
+                    if r.step_ms == 0 {
+                        d.points = store
+                            .read_range(id, r.start_ms, r.end_ms)?
+                            .into_iter()
+                            .map(|(timestamp_ms, value)| v1::Point {
+                                timestamp_ms,
+                                value,
+                            })
+                            .collect();
+                    } else if r.step_ms >= 60_000 && r.step_ms % 60_000 == 0 {
+                        let start = r.start_ms.div_euclid(60_000) * 60_000;
+                        d.rollups = regroup(store.read_rollups(id, start, r.end_ms)?, r.step_ms)
+                            .iter()
+                            .map(rollup_msg)
+                            .collect();
+                    } else {
+                        let pts = store.read_range(id, r.start_ms, r.end_ms)?;
+                        d.rollups = bucket_points(&pts, r.step_ms)
+                            .iter()
+                            .map(rollup_msg)
+                            .collect();
+                    }
+                    out.push(d);
+                }
+                Ok(out)
+            })
+            .await?;
+        Ok(Response::new(v1::QueryRangeResponse { series }))
+    }
+
+    async fn latest(
+        &self,
+        req: Request<v1::LatestRequest>,
+    ) -> Result<Response<v1::LatestResponse>, Status> {
+        let r = req.into_inner();
+        require_host(&r.host_id)?;
+        let series = self
+            .blocking(move |store| {
+                let mut out = Vec::new();
+                for (id, m) in select(
+                    store,
+                    &r.host_id,
+                    &r.resource,
+                    &r.metric,
+                    &Default::default(),
+                ) {
+                    let points = store
+                        .latest(id)?
+                        .map(|(timestamp_ms, value)| {
+                            vec![v1::Point {
+                                timestamp_ms,
+                                value,
+                            }]
+                        })
+                        .unwrap_or_default();
+                    out.push(v1::SeriesData {
+                        series: Some(series_info(&m)),
+                        points,
+                        rollups: vec![],
+                    });
+                }
+                Ok(out)
+            })
+            .await?;
+        Ok(Response::new(v1::LatestResponse { series }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regroup_merges_minutes_into_steps() {
+        let m = |start: i64, v: f64| Rollup::of_point(start, start + 1, v);
+        let out = regroup(vec![m(0, 1.0), m(60_000, 3.0), m(300_000, 5.0)], 300_000);
+        assert_eq!(out.len(), 2);
+        assert_eq!(
+            (out[0].min, out[0].max, out[0].count, out[0].last),
+            (1.0, 3.0, 2, 3.0)
+        );
+        assert_eq!(out[1].start_ms, 300_000);
+    }
+
+    #[test]
+    fn host_ids_are_checked() {
+        assert!(valid_host_id("web-01.example.com"));
+        assert!(!valid_host_id(""));
+        assert!(!valid_host_id("a b"));
+        assert!(!valid_host_id(&"x".repeat(254)));
+    }
+}

@@ -1,0 +1,14 @@
+//! Domain types shared by the augur agent, aggregator and augurctl.
+//!
+//! Layout:
+//! - [`series`]: series identity (resource, metric, unit, labels) and metric kinds.
+//! - [`units`]: human-readable sizes (`256MiB`) and durations (`30s`) for config files.
+//! - [`time`]: wall-clock helpers in Unix milliseconds, the unit used on the wire.
+//!
+//! Nothing here does I/O; both sides depend on it, so it stays small.
+
+pub mod series;
+pub mod time;
+pub mod units;
+
+pub use series::{MetricKind, SeriesKey};

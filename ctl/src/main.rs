@@ -1,0 +1,225 @@
+//! `augurctl`: command-line client for the augur aggregator.
+//!
+//! Layout: `main.rs` parses flags and dispatches; [`output`] renders tables and JSON.
+//! Resources are named `HOST` (the host itself) or `HOST/RESOURCE`, e.g.
+//! `web-01/container/3f2a9c1b7d4e` or `web-01/cgroup/augur-demo/web`.
+
+mod output;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use augur_core::time::now_ms;
+use augur_proto::v1::{self, query_client::QueryClient};
+use clap::{Parser, Subcommand};
+use tonic::transport::{Channel, Endpoint};
+
+#[derive(Parser)]
+#[command(name = "augurctl", version, about = "Query the augur aggregator")]
+struct Cli {
+    /// Aggregator URL.
+    #[arg(
+        long,
+        global = true,
+        env = "AUGUR_AGGREGATOR",
+        default_value = "http://127.0.0.1:7461"
+    )]
+    aggregator: String,
+    /// Print JSON (one document) instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Hosts known to the aggregator.
+    Hosts,
+    /// Resources of a host (or of every host).
+    Resources {
+        /// Host id; all hosts when omitted.
+        host: Option<String>,
+    },
+    /// Series of a host or of one of its resources.
+    Series {
+        /// HOST or HOST/RESOURCE.
+        resource: String,
+        /// Only this metric.
+        #[arg(long)]
+        metric: Option<String>,
+    },
+    /// Samples of a metric over a time range.
+    Query {
+        /// HOST or HOST/RESOURCE.
+        resource: String,
+        /// Metric name, e.g. node_memory_MemAvailable_bytes.
+        metric: String,
+        /// How far back, e.g. 10m, 2h.
+        #[arg(long, default_value = "10m")]
+        since: String,
+        /// Aggregate into steps (e.g. 1m); raw samples when omitted.
+        #[arg(long)]
+        step: Option<String>,
+        /// Only series with this label, as name=value (repeatable).
+        #[arg(long = "label", value_name = "NAME=VALUE")]
+        labels: Vec<String>,
+    },
+    /// The newest sample of every series of a resource.
+    Latest {
+        /// HOST or HOST/RESOURCE.
+        resource: String,
+        #[arg(long)]
+        metric: Option<String>,
+    },
+}
+
+/// Splits `HOST[/RESOURCE]`.
+fn split_resource(s: &str) -> anyhow::Result<(String, String)> {
+    let (host, res) = match s.split_once('/') {
+        Some((h, r)) => (h, r),
+        None => (s, ""),
+    };
+    if host.is_empty() {
+        bail!("resource {s:?} must start with a host id (HOST or HOST/RESOURCE)");
+    }
+    Ok((host.to_owned(), res.to_owned()))
+}
+
+fn parse_duration(s: &str, what: &str) -> anyhow::Result<Duration> {
+    augur_core::units::parse_duration(s).with_context(|| format!("--{what}"))
+}
+
+async fn client(url: &str) -> anyhow::Result<QueryClient<Channel>> {
+    let ch = Endpoint::from_shared(url.to_owned())
+        .with_context(|| format!("invalid aggregator URL {url:?}"))?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .with_context(|| format!("cannot connect to the aggregator at {url}"))?;
+    Ok(QueryClient::new(ch).max_decoding_message_size(256 << 20))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut c = client(&cli.aggregator).await?;
+    let json = cli.json;
+    match cli.cmd {
+        Cmd::Hosts => {
+            let r = c.list_hosts(v1::ListHostsRequest {}).await?.into_inner();
+            output::hosts(&r.hosts, json)
+        }
+        Cmd::Resources { host } => {
+            let r = c
+                .list_resources(v1::ListResourcesRequest {
+                    host_id: host.unwrap_or_default(),
+                })
+                .await?
+                .into_inner();
+            output::resources(&r.resources, json)
+        }
+        Cmd::Series { resource, metric } => {
+            let (host_id, resource) = split_resource(&resource)?;
+            let r = c
+                .list_series(v1::ListSeriesRequest {
+                    host_id,
+                    resource,
+                    metric: metric.unwrap_or_default(),
+                })
+                .await?
+                .into_inner();
+            output::series(&r.series, json)
+        }
+        Cmd::Query {
+            resource,
+            metric,
+            since,
+            step,
+            labels,
+        } => {
+            let (host_id, mut resource) = split_resource(&resource)?;
+            if resource.is_empty() {
+                resource = augur_core::series::HOST_RESOURCE.to_owned();
+            }
+            let since = parse_duration(&since, "since")?;
+            let step_ms = match step {
+                Some(s) => parse_duration(&s, "step")?.as_millis() as i64,
+                None => 0,
+            };
+            let mut match_labels = std::collections::HashMap::new();
+            for l in labels {
+                let (k, v) = l
+                    .split_once('=')
+                    .with_context(|| format!("--label {l:?} must be NAME=VALUE"))?;
+                match_labels.insert(k.to_owned(), v.to_owned());
+            }
+            let end = now_ms() + 1;
+            let req = v1::QueryRangeRequest {
+                host_id,
+                resource,
+                metric,
+                match_labels,
+                start_ms: end - since.as_millis() as i64,
+                end_ms: end,
+                step_ms,
+            };
+            let r = c.query_range(req).await?.into_inner();
+            output::range(&r.series, json)
+        }
+        Cmd::Latest { resource, metric } => {
+            let (host_id, resource) = split_resource(&resource)?;
+            let r = c
+                .latest(v1::LatestRequest {
+                    host_id,
+                    resource,
+                    metric: metric.unwrap_or_default(),
+                })
+                .await?
+                .into_inner();
+            output::latest(&r.series, json)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("augurctl: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if let Some(s) = e.downcast_ref::<tonic::Status>() {
+                eprintln!("augurctl: {:?}: {}", s.code(), s.message());
+            } else {
+                eprintln!("augurctl: {e:#}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resources_split_on_first_slash() {
+        assert_eq!(
+            split_resource("web-01").unwrap(),
+            ("web-01".into(), "".into())
+        );
+        assert_eq!(
+            split_resource("web-01/cgroup/augur-demo/web").unwrap(),
+            ("web-01".into(), "cgroup/augur-demo/web".into())
+        );
+        assert!(split_resource("/container/x").is_err());
+    }
+}
