@@ -41,8 +41,8 @@ bench-ingest: deps
 
 bench-storage: deps
 	$(CARGO) build --release -p augur-bench --bins
-	$(RBIN)/augur-bench storage --bin-dir $(RBIN)
+	$(RBIN)/augur-bench storage
 
 bench-agent: deps
-	$(CARGO) build --release -p augur-agent -p augur-bench --bins
+	$(CARGO) build --release -p augur-aggregator -p augur-agent -p augur-bench --bins
 	$(RBIN)/augur-bench agent --bin-dir $(RBIN)

@@ -49,6 +49,9 @@ pub struct UplinkConfig {
     /// Heartbeat interval.
     #[serde(with = "units::duration")]
     pub heartbeat: Duration,
+    /// At shutdown, wait this long for the aggregator to acknowledge spooled batches.
+    #[serde(with = "units::duration")]
+    pub drain_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -88,17 +91,14 @@ impl Default for UplinkConfig {
             backoff_max: Duration::from_secs(30),
             max_in_flight: 32,
             heartbeat: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(5),
         }
     }
 }
 
 impl Default for SpoolSection {
     fn default() -> Self {
-        SpoolSection {
-            max_bytes: 256 << 20,
-            segment_bytes: 4 << 20,
-            fsync: false,
-        }
+        SpoolSection { max_bytes: 256 << 20, segment_bytes: 4 << 20, fsync: false }
     }
 }
 
@@ -106,10 +106,7 @@ impl Default for SpoolSection {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     #[error("invalid config {path}: {message}")]
     Parse { path: String, message: String },
     #[error("invalid config: {0}")]
@@ -119,19 +116,15 @@ pub enum ConfigError {
 impl AgentConfig {
     /// Reads, parses and validates a TOML file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
         Self::parse(&text, &path.display().to_string())
     }
 
     /// Parses and validates TOML text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        let cfg: AgentConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: origin.to_owned(),
-            message: e.to_string(),
-        })?;
+        let cfg: AgentConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { path: origin.to_owned(), message: e.to_string() })?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -140,40 +133,24 @@ impl AgentConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         if self.interval < Duration::from_millis(100) {
-            return bad(format!(
-                "interval must be at least 100ms (got {})",
-                units::Human(self.interval)
-            ));
+            return bad(format!("interval must be at least 100ms (got {})", units::Human(self.interval)));
         }
         if self.interval > Duration::from_secs(3600) {
-            return bad(format!(
-                "interval must be at most 1h (got {})",
-                units::Human(self.interval)
-            ));
+            return bad(format!("interval must be at most 1h (got {})", units::Human(self.interval)));
         }
         if !self.host_id.is_empty()
-            && !self
-                .host_id
-                .bytes()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b':'))
+            && !self.host_id.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b':'))
         {
-            return bad(format!(
-                "host_id {:?} may only contain [A-Za-z0-9._:-]",
-                self.host_id
-            ));
+            return bad(format!("host_id {:?} may only contain [A-Za-z0-9._:-]", self.host_id));
         }
         let u = &self.aggregator.url;
         if !(u.starts_with("http://") || u.starts_with("https://")) {
-            return bad(format!(
-                "aggregator.url {u:?} must start with http:// or https://"
-            ));
+            return bad(format!("aggregator.url {u:?} must start with http:// or https://"));
         }
         if self.aggregator.max_in_flight == 0 {
             return bad("aggregator.max_in_flight must be > 0".into());
         }
-        if self.aggregator.backoff_initial.is_zero()
-            || self.aggregator.backoff_max < self.aggregator.backoff_initial
-        {
+        if self.aggregator.backoff_initial.is_zero() || self.aggregator.backoff_max < self.aggregator.backoff_initial {
             return bad("aggregator.backoff_initial must be > 0 and <= backoff_max".into());
         }
         if self.spool.max_bytes < (1 << 20) {
@@ -182,11 +159,8 @@ impl AgentConfig {
                 units::format_bytes(self.spool.max_bytes)
             ));
         }
-        if self.spool.segment_bytes < (64 << 10) || self.spool.segment_bytes > self.spool.max_bytes
-        {
-            return bad(
-                "spool.segment_bytes must be at least 64KiB and at most spool.max_bytes".into(),
-            );
+        if self.spool.segment_bytes < (64 << 10) || self.spool.segment_bytes > self.spool.max_bytes {
+            return bad("spool.segment_bytes must be at least 64KiB and at most spool.max_bytes".into());
         }
         if self.state_dir.as_os_str().is_empty() {
             return bad("state_dir must not be empty".into());
@@ -202,15 +176,14 @@ mod tests {
     #[test]
     fn example_config_in_packaging_is_valid() {
         let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/config/agent.toml");
-        AgentConfig::load(&p).expect("packaged example config must be valid");
+        let cfg = AgentConfig::load(&p).expect("packaged example config must be valid");
+        // The example shows every option with its default: keep the two in step.
+        assert_eq!(cfg, AgentConfig::default());
     }
 
     #[test]
     fn empty_config_gives_defaults() {
-        assert_eq!(
-            AgentConfig::parse("", "empty").unwrap(),
-            AgentConfig::default()
-        );
+        assert_eq!(AgentConfig::parse("", "empty").unwrap(), AgentConfig::default());
     }
 
     #[test]
@@ -225,23 +198,11 @@ mod tests {
                 continue;
             }
             let text = std::fs::read_to_string(&path).unwrap();
-            let expect = text
-                .lines()
-                .next()
-                .unwrap()
-                .trim_start_matches("# expect:")
-                .trim()
-                .to_owned();
+            let expect = text.lines().next().unwrap().trim_start_matches("# expect:").trim().to_owned();
             let err = AgentConfig::load(&path).expect_err(&name).to_string();
-            assert!(
-                err.contains(&expect),
-                "{name}: error {err:?} does not contain {expect:?}"
-            );
+            assert!(err.contains(&expect), "{name}: error {err:?} does not contain {expect:?}");
             seen += 1;
         }
-        assert!(
-            seen >= 4,
-            "expected at least 4 invalid fixtures, found {seen}"
-        );
+        assert!(seen >= 4, "expected at least 4 invalid fixtures, found {seen}");
     }
 }

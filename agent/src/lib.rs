@@ -35,45 +35,28 @@ pub fn resolve_host_id(cfg: &AgentConfig) -> anyhow::Result<String> {
     if !cfg.host_id.is_empty() {
         return Ok(cfg.host_id.clone());
     }
-    let name = sysinfo::System::host_name()
-        .context("cannot read the hostname; set host_id in the config")?;
+    let name = sysinfo::System::host_name().context("cannot read the hostname; set host_id in the config")?;
     let clean: String = name
         .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':') {
-                c
-            } else {
-                '-'
-            }
-        })
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':') { c } else { '-' })
         .collect();
-    anyhow::ensure!(
-        !clean.is_empty(),
-        "empty hostname; set host_id in the config"
-    );
+    anyhow::ensure!(!clean.is_empty(), "empty hostname; set host_id in the config");
     Ok(clean)
 }
 
 /// Runs the agent until `shutdown` resolves.
-pub async fn run(
-    cfg: AgentConfig,
-    shutdown: impl std::future::Future<Output = ()>,
-) -> anyhow::Result<()> {
+pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
     let host_id = resolve_host_id(&cfg)?;
     std::fs::create_dir_all(&cfg.state_dir)
         .with_context(|| format!("creating state directory {}", cfg.state_dir.display()))?;
     let spool = Spool::open(
         &cfg.state_dir.join("spool"),
-        SpoolConfig {
-            max_bytes: cfg.spool.max_bytes,
-            segment_bytes: cfg.spool.segment_bytes,
-            fsync: cfg.spool.fsync,
-        },
+        SpoolConfig { max_bytes: cfg.spool.max_bytes, segment_bytes: cfg.spool.segment_bytes, fsync: cfg.spool.fsync },
     )
     .context("opening the spool")?;
     let pending = spool.stats().records;
-    let table = SeriesTable::open(&cfg.state_dir.join("series.tbl"), pending == 0)
-        .context("opening the series table")?;
+    let table =
+        SeriesTable::open(&cfg.state_dir.join("series.tbl"), pending == 0).context("opening the series table")?;
     let incarnation = spool.incarnation();
     info!(host = %host_id, incarnation, pending_batches = pending, next_seq = spool.next_seq(), "agent starting");
 
@@ -86,9 +69,7 @@ pub async fn run(
     if let Ok(v) = sysinfo::System::kernel_version() {
         labels.entry("kernel".into()).or_insert(v);
     }
-    labels
-        .entry("arch".into())
-        .or_insert_with(|| std::env::consts::ARCH.to_owned());
+    labels.entry("arch".into()).or_insert_with(|| std::env::consts::ARCH.to_owned());
     let identity = Identity {
         host_id: host_id.clone(),
         incarnation,
@@ -111,17 +92,22 @@ pub async fn run(
     let uplink = tokio::spawn(uplink::run(
         cfg.aggregator.clone(),
         identity,
-        UplinkShared {
-            spool: spool.clone(),
-            table,
-            new_data,
-            stats: stats.clone(),
-        },
+        UplinkShared { spool: spool.clone(), table, new_data, stats: stats.clone() },
         stop_uplink.clone(),
     ));
     shutdown.await;
     info!("agent stopping");
     ticker.stop();
+    // Give the uplink a moment to deliver what is spooled; anything left stays in the
+    // spool and is sent by the next run.
+    let last = spool.lock().unwrap_or_else(|e| e.into_inner()).next_seq().saturating_sub(1);
+    let drain = tokio::time::Instant::now() + cfg.aggregator.drain_timeout;
+    while stats.connected.load(Ordering::Relaxed)
+        && stats.acked_sequence.load(Ordering::Relaxed) < last
+        && tokio::time::Instant::now() < drain
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     stop_uplink.notify_one();
     let _ = uplink.await;
     let acked = stats.acked_sequence.load(Ordering::Relaxed);

@@ -10,11 +10,7 @@ use clap::{Parser, Subcommand};
 const EXIT_CONFIG: u8 = 64;
 
 #[derive(Parser)]
-#[command(
-    name = "augur-agent",
-    version,
-    about = "augur agent: host and container metrics to the aggregator"
-)]
+#[command(name = "augur-agent", version, about = "augur agent: host and container metrics to the aggregator")]
 struct Cli {
     /// TOML config file (see packaging/config/agent.toml).
     #[arg(long, short, global = true, env = "AUGUR_AGENT_CONFIG")]
@@ -74,21 +70,14 @@ fn main() -> ExitCode {
     }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let fmt = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if cli.log_json {
         fmt.json().init();
     } else {
-        fmt.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init();
+        fmt.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init();
     }
     // The agent is small: one worker thread for the uplink, samplers on their own thread.
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("augur-agent: cannot start the runtime: {e}");

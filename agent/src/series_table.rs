@@ -18,11 +18,7 @@ use prost::Message;
 #[derive(Debug, thiserror::Error)]
 pub enum SeriesTableError {
     #[error("series table {path}: {op}: {source}")]
-    Io {
-        path: PathBuf,
-        op: &'static str,
-        source: io::Error,
-    },
+    Io { path: PathBuf, op: &'static str, source: io::Error },
     #[error("series table is full ({0} series)")]
     Full(usize),
 }
@@ -52,41 +48,24 @@ fn key_of(d: &v1::SeriesDef) -> SeriesKey {
         resource: d.resource.clone(),
         metric: d.metric.clone(),
         unit: d.unit.clone(),
-        kind: if d.kind == v1::MetricKind::Counter as i32 {
-            MetricKind::Counter
-        } else {
-            MetricKind::Gauge
-        },
-        labels: d
-            .labels
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
+        kind: if d.kind == v1::MetricKind::Counter as i32 { MetricKind::Counter } else { MetricKind::Gauge },
+        labels: d.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
     }
 }
 
 impl SeriesTable {
     /// Opens `path`; with `fresh` the old table is discarded.
     pub fn open(path: &Path, fresh: bool) -> Result<Self, SeriesTableError> {
-        let io_err = |op| {
-            move |source| SeriesTableError::Io {
-                path: path.to_owned(),
-                op,
-                source,
-            }
-        };
+        let io_err = |op| move |source| SeriesTableError::Io { path: path.to_owned(), op, source };
         let mut defs = Vec::new();
         let mut corrupt = 0;
         let mut valid_len = 0u64;
         if !fresh && path.exists() {
             let mut buf = Vec::new();
-            File::open(path)
-                .and_then(|mut f| f.read_to_end(&mut buf))
-                .map_err(io_err("read"))?;
+            File::open(path).and_then(|mut f| f.read_to_end(&mut buf)).map_err(io_err("read"))?;
             let mut pos = 0usize;
             while pos + 8 <= buf.len() {
-                let len =
-                    u32::from_le_bytes(buf[pos..pos + 4].try_into().expect("4 bytes")) as usize;
+                let len = u32::from_le_bytes(buf[pos..pos + 4].try_into().expect("4 bytes")) as usize;
                 let crc = u32::from_le_bytes(buf[pos + 4..pos + 8].try_into().expect("4 bytes"));
                 let Some(body) = buf.get(pos + 8..pos + 8 + len) else {
                     break;
@@ -105,25 +84,14 @@ impl SeriesTable {
                 corrupt = 1;
             }
         }
-        let file = OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(fresh)
-            .open(path)
-            .map_err(io_err("open"))?;
+        let file = OpenOptions::new().create(true).write(true).truncate(fresh).open(path).map_err(io_err("open"))?;
         // Cut a torn tail so new records follow the last good one.
         file.set_len(valid_len).map_err(io_err("truncate"))?;
         let mut file = file;
         use std::io::Seek;
         file.seek(io::SeekFrom::End(0)).map_err(io_err("seek"))?;
         let by_key = defs.iter().map(|d| (key_of(d), d.r#ref)).collect();
-        Ok(SeriesTable {
-            path: path.to_owned(),
-            file,
-            by_key,
-            defs,
-            corrupt_records: corrupt,
-        })
+        Ok(SeriesTable { path: path.to_owned(), file, by_key, defs, corrupt_records: corrupt })
     }
 
     /// The reference of `key`, adding (and persisting) it when new.
@@ -141,24 +109,18 @@ impl SeriesTable {
             metric: key.metric.clone(),
             unit: key.unit.clone(),
             kind: kind_to_wire(key.kind),
-            labels: key
-                .labels
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+            labels: key.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         };
         let body = def.encode_to_vec();
         let mut rec = Vec::with_capacity(body.len() + 8);
         rec.extend_from_slice(&(body.len() as u32).to_le_bytes());
         rec.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
         rec.extend_from_slice(&body);
-        self.file
-            .write_all(&rec)
-            .map_err(|source| SeriesTableError::Io {
-                path: self.path.clone(),
-                op: "append",
-                source,
-            })?;
+        self.file.write_all(&rec).map_err(|source| SeriesTableError::Io {
+            path: self.path.clone(),
+            op: "append",
+            source,
+        })?;
         self.by_key.insert(key.clone(), r);
         self.defs.push(def);
         Ok(r)
@@ -200,10 +162,7 @@ mod tests {
         assert_eq!(t.len(), 2);
         assert_eq!(t.intern(&key("b")).unwrap(), 1);
         assert_eq!(t.def(1).unwrap().metric, "b");
-        assert_eq!(
-            t.def(1).unwrap().labels.get("device").map(String::as_str),
-            Some("sda")
-        );
+        assert_eq!(t.def(1).unwrap().labels.get("device").map(String::as_str), Some("sda"));
         assert_eq!(t.intern(&key("c")).unwrap(), 2);
         drop(t);
         let t = SeriesTable::open(&p, true).unwrap();

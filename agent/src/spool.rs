@@ -64,11 +64,7 @@ pub struct SpoolConfig {
 
 impl Default for SpoolConfig {
     fn default() -> Self {
-        Self {
-            max_bytes: 256 * 1024 * 1024,
-            segment_bytes: 4 * 1024 * 1024,
-            fsync: false,
-        }
+        Self { max_bytes: 256 * 1024 * 1024, segment_bytes: 4 * 1024 * 1024, fsync: false }
     }
 }
 
@@ -124,11 +120,7 @@ pub enum SpoolError {
 
 /// Builds a closure mapping an I/O error to [`SpoolError::Io`].
 fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> SpoolError {
-    move |source| SpoolError::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| SpoolError::Io { op, path: path.to_path_buf(), source }
 }
 
 /// In-memory index entry of one segment file.
@@ -152,11 +144,7 @@ impl Segment {
     /// Records of this segment with a sequence above `acked`.
     fn unacked(&self, acked: u64) -> u64 {
         let from = self.first_seq.max(acked.saturating_add(1));
-        if self.last_seq >= from {
-            self.last_seq - from + 1
-        } else {
-            0
-        }
+        if self.last_seq >= from { self.last_seq - from + 1 } else { 0 }
     }
 }
 
@@ -196,17 +184,12 @@ impl Meta {
         if buf.len() != META_LEN || buf[0..8] != META_MAGIC {
             return None;
         }
-        let u64_at =
-            |at: usize| u64::from_le_bytes(buf[at..at + 8].try_into().expect("slice of 8 bytes"));
+        let u64_at = |at: usize| u64::from_le_bytes(buf[at..at + 8].try_into().expect("slice of 8 bytes"));
         let crc = u32::from_le_bytes(buf[32..36].try_into().expect("slice of 4 bytes"));
         if crc32fast::hash(&buf[..32]) != crc {
             return None;
         }
-        let meta = Meta {
-            incarnation: u64_at(8),
-            acked_seq: u64_at(16),
-            next_seq_floor: u64_at(24),
-        };
+        let meta = Meta { incarnation: u64_at(8), acked_seq: u64_at(16), next_seq_floor: u64_at(24) };
         (meta.incarnation != 0).then_some(meta)
     }
 }
@@ -246,11 +229,7 @@ impl RecordReader {
         if pos > 0 {
             file.seek(SeekFrom::Start(pos))?;
         }
-        Ok(RecordReader {
-            inner: BufReader::with_capacity(READ_BUF_BYTES, file),
-            pos,
-            end,
-        })
+        Ok(RecordReader { inner: BufReader::with_capacity(READ_BUF_BYTES, file), pos, end })
     }
 
     /// Reads the next record, keeping its payload only if `keep_payload`.
@@ -290,8 +269,7 @@ impl RecordReader {
             let mut left = len;
             let mut chunk = [0u8; 8192];
             while left > 0 {
-                let n = usize::try_from(left.min(chunk.len() as u64))
-                    .expect("bounded by the chunk size");
+                let n = usize::try_from(left.min(chunk.len() as u64)).expect("bounded by the chunk size");
                 self.inner.read_exact(&mut chunk[..n])?;
                 hasher.update(&chunk[..n]);
                 left -= n as u64;
@@ -320,13 +298,7 @@ struct Scan {
 fn scan_segment(path: &Path, first_seq: u64, seq_limit: u64) -> io::Result<Scan> {
     let file_len = fs::metadata(path)?.len();
     let mut reader = RecordReader::open(path, 0, file_len)?;
-    let mut scan = Scan {
-        records: 0,
-        last_seq: first_seq.saturating_sub(1),
-        valid_len: 0,
-        file_len,
-        damage: None,
-    };
+    let mut scan = Scan { records: 0, last_seq: first_seq.saturating_sub(1), valid_len: 0, file_len, damage: None };
     loop {
         match reader.next(false)? {
             Step::End => break,
@@ -364,9 +336,7 @@ fn parse_segment_name(name: &str) -> Option<u64> {
 
 /// fsyncs a directory so that creations, renames and removals in it are durable.
 fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err("fsync directory", dir))
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err("fsync directory", dir))
 }
 
 /// Takes an exclusive, non-blocking `flock` on `path`.
@@ -384,9 +354,7 @@ fn lock_file(path: &Path, dir: &Path) -> Result<File, SpoolError> {
     }
     let err = io::Error::last_os_error();
     if err.kind() == io::ErrorKind::WouldBlock {
-        Err(SpoolError::Locked {
-            path: dir.to_path_buf(),
-        })
+        Err(SpoolError::Locked { path: dir.to_path_buf() })
     } else {
         Err(io_err("lock", path)(err))
     }
@@ -483,14 +451,11 @@ impl Spool {
         }
 
         let newest_seq = spool.segments.back().map_or(0, |s| s.last_seq);
-        spool.next_seq = [
-            meta.map_or(1, |m| m.next_seq_floor),
-            newest_seq.saturating_add(1),
-            spool.acked_seq.saturating_add(1),
-        ]
-        .into_iter()
-        .max()
-        .expect("array is not empty");
+        spool.next_seq =
+            [meta.map_or(1, |m| m.next_seq_floor), newest_seq.saturating_add(1), spool.acked_seq.saturating_add(1)]
+                .into_iter()
+                .max()
+                .expect("array is not empty");
         spool.incarnation = match meta {
             Some(m) => m.incarnation,
             None => {
@@ -514,12 +479,7 @@ impl Spool {
     }
 
     /// Scans one segment at open, repairs or drops it and adds it to the index.
-    fn recover_segment(
-        &mut self,
-        first_seq: u64,
-        seq_limit: u64,
-        newest: bool,
-    ) -> Result<(), SpoolError> {
+    fn recover_segment(&mut self, first_seq: u64, seq_limit: u64, newest: bool) -> Result<(), SpoolError> {
         let path = self.segment_path(first_seq);
         let scan = scan_segment(&path, first_seq, seq_limit).map_err(io_err("scan", &path))?;
         let mut file_len = scan.file_len;
@@ -576,19 +536,14 @@ impl Spool {
     /// still accepted, alone in its segment. The record is handed to the OS (and fsynced with
     /// [`SpoolConfig::fsync`]) before this returns.
     pub fn append(&mut self, payload: &[u8]) -> Result<u64, SpoolError> {
-        let len = u32::try_from(payload.len())
-            .map_err(|_| SpoolError::PayloadTooLarge { len: payload.len() })?;
+        let len = u32::try_from(payload.len()).map_err(|_| SpoolError::PayloadTooLarge { len: payload.len() })?;
         let record_len = HEADER_LEN + u64::from(len);
         self.evict_for(record_len)?;
 
         let seq = self.next_seq;
         let starts_segment = match self.segments.back() {
             None => true,
-            Some(s) => {
-                s.sealed
-                    || s.last_seq + 1 != seq
-                    || s.file_len + record_len > self.cfg.segment_bytes
-            }
+            Some(s) => s.sealed || s.last_seq + 1 != seq || s.file_len + record_len > self.cfg.segment_bytes,
         };
         if starts_segment {
             self.start_segment(seq)?;
@@ -601,15 +556,11 @@ impl Spool {
         let mut hasher = crc32fast::Hasher::new();
         hasher.update(&seq.to_le_bytes());
         hasher.update(payload);
-        self.scratch
-            .extend_from_slice(&hasher.finalize().to_le_bytes());
+        self.scratch.extend_from_slice(&hasher.finalize().to_le_bytes());
         self.scratch.extend_from_slice(&seq.to_le_bytes());
         self.scratch.extend_from_slice(payload);
 
-        let segment = self
-            .segments
-            .back_mut()
-            .expect("a segment was just ensured");
+        let segment = self.segments.back_mut().expect("a segment was just ensured");
         let writer = self.writer.as_mut().expect("a writer was just ensured");
         let mut result = writer.write_all(&self.scratch);
         if result.is_ok() && self.cfg.fsync {
@@ -684,17 +635,10 @@ impl Spool {
 
     /// Opens the newest segment for appending at the end of its valid records.
     fn reopen_writer(&mut self) -> Result<(), SpoolError> {
-        let segment = self
-            .segments
-            .back()
-            .expect("caller checked a segment exists");
+        let segment = self.segments.back().expect("caller checked a segment exists");
         let path = self.segment_path(segment.first_seq);
-        let mut file = OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .map_err(io_err("open segment", &path))?;
-        file.seek(SeekFrom::Start(segment.valid_len))
-            .map_err(io_err("seek segment", &path))?;
+        let mut file = OpenOptions::new().write(true).open(&path).map_err(io_err("open segment", &path))?;
+        file.seek(SeekFrom::Start(segment.valid_len)).map_err(io_err("seek segment", &path))?;
         self.writer = Some(file);
         Ok(())
     }
@@ -743,10 +687,7 @@ impl Spool {
         if self.segments.is_empty() {
             self.writer = None;
         }
-        if self
-            .cursor
-            .is_some_and(|c| c.segment_first_seq == oldest.first_seq)
-        {
+        if self.cursor.is_some_and(|c| c.segment_first_seq == oldest.first_seq) {
             self.cursor = None;
         }
         Ok(())
@@ -762,11 +703,7 @@ impl Spool {
         }
         self.acked_seq = seq;
         self.write_meta()?;
-        while self
-            .segments
-            .front()
-            .is_some_and(|s| s.last_seq <= self.acked_seq)
-        {
+        while self.segments.front().is_some_and(|s| s.last_seq <= self.acked_seq) {
             self.remove_oldest_segment()?;
         }
         if self.cfg.fsync {
@@ -793,27 +730,22 @@ impl Spool {
             let segment = self.segments[index].clone();
             let (mut offset, mut seq) = match self.cursor {
                 Some(c)
-                    if c.segment_first_seq == segment.first_seq
-                        && c.seq <= wanted
-                        && c.offset <= segment.valid_len =>
+                    if c.segment_first_seq == segment.first_seq && c.seq <= wanted && c.offset <= segment.valid_len =>
                 {
                     (c.offset, c.seq)
                 }
                 _ => (0, segment.first_seq),
             };
             let path = self.segment_path(segment.first_seq);
-            let mut reader = RecordReader::open(&path, offset, segment.valid_len)
-                .map_err(io_err("open segment", &path))?;
+            let mut reader =
+                RecordReader::open(&path, offset, segment.valid_len).map_err(io_err("open segment", &path))?;
             let mut full = false;
             while out.len() < max_records {
                 let keep = seq >= wanted;
                 let step = reader.next(keep).map_err(io_err("read segment", &path))?;
                 match step {
                     Step::End => break,
-                    Step::Record {
-                        seq: got,
-                        payload: _,
-                    } if got != seq => {
+                    Step::Record { seq: got, payload: _ } if got != seq => {
                         self.damaged_while_reading(index, offset, seq, Damage::BadSeq)?;
                         break;
                     }
@@ -826,11 +758,8 @@ impl Spool {
                             payload_bytes += payload.len();
                             out.push((seq, payload));
                             wanted = seq + 1;
-                            self.cursor = Some(Cursor {
-                                segment_first_seq: segment.first_seq,
-                                offset: reader.pos,
-                                seq: seq + 1,
-                            });
+                            self.cursor =
+                                Some(Cursor { segment_first_seq: segment.first_seq, offset: reader.pos, seq: seq + 1 });
                         }
                         offset = reader.pos;
                         seq += 1;
@@ -845,11 +774,7 @@ impl Spool {
                 break;
             }
             // The segment may have been dropped from the index after damage.
-            if self
-                .segments
-                .get(index)
-                .is_some_and(|s| s.first_seq == segment.first_seq)
-            {
+            if self.segments.get(index).is_some_and(|s| s.first_seq == segment.first_seq) {
                 index += 1;
             }
         }
@@ -859,13 +784,7 @@ impl Spool {
     /// Handles a record found damaged by a read at `offset` of segment `index`, where the
     /// record `seq` was expected: counts it, shortens the segment's index entry to the
     /// records before it (all verified when they were read or scanned) and seals the segment.
-    fn damaged_while_reading(
-        &mut self,
-        index: usize,
-        offset: u64,
-        seq: u64,
-        damage: Damage,
-    ) -> Result<(), SpoolError> {
+    fn damaged_while_reading(&mut self, index: usize, offset: u64, seq: u64, damage: Damage) -> Result<(), SpoolError> {
         self.corrupt_records += 1;
         self.cursor = None;
         let newest = index + 1 == self.segments.len();
@@ -898,21 +817,13 @@ impl Spool {
 
     /// Counters and gauges of the spool.
     pub fn stats(&self) -> SpoolStats {
-        let records = self
-            .segments
-            .iter()
-            .map(|s| s.unacked(self.acked_seq))
-            .sum();
+        let records = self.segments.iter().map(|s| s.unacked(self.acked_seq)).sum();
         let oldest_seq = self
             .segments
             .iter()
             .find(|s| s.unacked(self.acked_seq) > 0)
             .map_or(0, |s| s.first_seq.max(self.acked_seq + 1));
-        let newest_seq = self
-            .segments
-            .back()
-            .filter(|s| s.unacked(self.acked_seq) > 0)
-            .map_or(0, |s| s.last_seq);
+        let newest_seq = self.segments.back().filter(|s| s.unacked(self.acked_seq) > 0).map_or(0, |s| s.last_seq);
         SpoolStats {
             bytes: self.bytes,
             records,
@@ -936,16 +847,10 @@ impl Spool {
 
     /// Atomically replaces the metadata file (tmp, fsync, rename) and returns `incarnation`.
     fn write_meta_with(&self, incarnation: u64) -> Result<u64, SpoolError> {
-        let meta = Meta {
-            incarnation,
-            acked_seq: self.acked_seq,
-            next_seq_floor: self.next_seq,
-        };
+        let meta = Meta { incarnation, acked_seq: self.acked_seq, next_seq_floor: self.next_seq };
         let tmp = self.dir.join(META_TMP_FILE);
         let mut file = File::create(&tmp).map_err(io_err("create", &tmp))?;
-        file.write_all(&meta.encode())
-            .and_then(|()| file.sync_all())
-            .map_err(io_err("write", &tmp))?;
+        file.write_all(&meta.encode()).and_then(|()| file.sync_all()).map_err(io_err("write", &tmp))?;
         drop(file);
         let path = self.dir.join(META_FILE);
         fs::rename(&tmp, &path).map_err(io_err("rename to", &path))?;
@@ -976,11 +881,7 @@ mod tests {
     const RECORD_LEN: u64 = HEADER_LEN + PAYLOAD_LEN as u64;
 
     fn config(max_bytes: u64, segment_bytes: u64) -> SpoolConfig {
-        SpoolConfig {
-            max_bytes,
-            segment_bytes,
-            fsync: false,
-        }
+        SpoolConfig { max_bytes, segment_bytes, fsync: false }
     }
 
     /// Four records per segment, no eviction.
@@ -989,9 +890,7 @@ mod tests {
     }
 
     fn payload(tag: u64, len: usize) -> Vec<u8> {
-        (0..len)
-            .map(|i| (tag.wrapping_mul(31).wrapping_add(i as u64) % 251) as u8)
-            .collect()
+        (0..len).map(|i| (tag.wrapping_mul(31).wrapping_add(i as u64) % 251) as u8).collect()
     }
 
     fn append_n(spool: &mut Spool, n: u64) -> Vec<u64> {
@@ -1004,9 +903,7 @@ mod tests {
     }
 
     fn read_all(spool: &mut Spool) -> Vec<(u64, Vec<u8>)> {
-        spool
-            .read_after(0, usize::MAX, usize::MAX)
-            .expect("read_after")
+        spool.read_after(0, usize::MAX, usize::MAX).expect("read_after")
     }
 
     fn seqs(records: &[(u64, Vec<u8>)]) -> Vec<u64> {
@@ -1084,10 +981,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut spool = Spool::open(dir.path(), small_segments()).expect("open");
         append_n(&mut spool, 10);
-        assert_eq!(
-            seqs(&spool.read_after(0, 3, usize::MAX).expect("read")),
-            [1, 2, 3]
-        );
+        assert_eq!(seqs(&spool.read_after(0, 3, usize::MAX).expect("read")), [1, 2, 3]);
         assert_eq!(seqs(&spool.read_after(2, 100, 250).expect("read")), [3, 4]);
         assert_eq!(seqs(&spool.read_after(4, 100, 10).expect("read")), [5]);
         assert_eq!(seqs(&spool.read_after(9, 100, 0).expect("read")), [10]);
@@ -1115,8 +1009,7 @@ mod tests {
         assert_eq!(append_n(&mut spool, 1), [21]);
 
         let other = tempfile::tempdir().expect("tempdir");
-        let fresh = Spool::open(&other.path().join("nested/spool"), small_segments())
-            .expect("open new dir");
+        let fresh = Spool::open(&other.path().join("nested/spool"), small_segments()).expect("open new dir");
         assert_ne!(fresh.incarnation(), incarnation);
         assert_eq!(fresh.next_seq(), 1);
     }
@@ -1162,10 +1055,7 @@ mod tests {
         spool.ack(3).expect("ack");
         spool.ack(2).expect("lower ack");
         assert_eq!(spool.stats().acked_seq, 3);
-        assert_eq!(
-            seqs(&spool.read_after(1, 10, usize::MAX).expect("read")),
-            [4, 5]
-        );
+        assert_eq!(seqs(&spool.read_after(1, 10, usize::MAX).expect("read")), [4, 5]);
         spool.ack(1000).expect("ack beyond newest");
         assert_eq!(spool.stats().acked_seq, 5);
         assert_eq!(append_n(&mut spool, 1), [6]);
@@ -1210,11 +1100,7 @@ mod tests {
         assert!(stats.bytes <= cfg.max_bytes, "{stats:?}");
         let held = seqs(&read_all(&mut spool));
         assert_eq!(held.last(), Some(&40));
-        assert_eq!(
-            held,
-            (held[0]..=40).collect::<Vec<_>>(),
-            "a contiguous suffix"
-        );
+        assert_eq!(held, (held[0]..=40).collect::<Vec<_>>(), "a contiguous suffix");
         assert_eq!(held[0] % 4, 1, "whole segments were evicted");
         assert_eq!(stats.dropped_records + stats.records, 40);
         assert_eq!(stats.dropped_records, held[0] - 1);
@@ -1249,42 +1135,18 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut spool = Spool::open(dir.path(), config(2000, 500)).expect("open");
         append_n(&mut spool, 12);
-        assert_eq!(
-            seqs(&spool.read_after(2, 5, usize::MAX).expect("read")),
-            [3, 4, 5, 6, 7]
-        );
-        assert_eq!(
-            seqs(&spool.read_after(7, 2, usize::MAX).expect("read")),
-            [8, 9]
-        );
+        assert_eq!(seqs(&spool.read_after(2, 5, usize::MAX).expect("read")), [3, 4, 5, 6, 7]);
+        assert_eq!(seqs(&spool.read_after(7, 2, usize::MAX).expect("read")), [8, 9]);
         // Evict segments 1..=4 and 5..=8 while the reader is in the middle of them.
         append_n(&mut spool, 12);
         assert_eq!(spool.stats().dropped_records, 8);
-        assert_eq!(
-            seqs(&spool.read_after(9, 3, usize::MAX).expect("read")),
-            [10, 11, 12]
-        );
-        assert_eq!(
-            seqs(&spool.read_after(3, 100, usize::MAX).expect("read")),
-            (9..=24).collect::<Vec<_>>()
-        );
+        assert_eq!(seqs(&spool.read_after(9, 3, usize::MAX).expect("read")), [10, 11, 12]);
+        assert_eq!(seqs(&spool.read_after(3, 100, usize::MAX).expect("read")), (9..=24).collect::<Vec<_>>());
         // A read from inside the evicted range resumes after the gap.
-        assert_eq!(
-            seqs(&spool.read_after(5, 2, usize::MAX).expect("read")),
-            [9, 10]
-        );
-        assert_eq!(
-            seqs(&spool.read_after(14, 2, usize::MAX).expect("read")),
-            [15, 16]
-        );
-        assert_eq!(
-            seqs(&spool.read_after(11, 1, usize::MAX).expect("read")),
-            [12]
-        );
-        assert_eq!(
-            seqs(&spool.read_after(12, 1, usize::MAX).expect("read")),
-            [13]
-        );
+        assert_eq!(seqs(&spool.read_after(5, 2, usize::MAX).expect("read")), [9, 10]);
+        assert_eq!(seqs(&spool.read_after(14, 2, usize::MAX).expect("read")), [15, 16]);
+        assert_eq!(seqs(&spool.read_after(11, 1, usize::MAX).expect("read")), [12]);
+        assert_eq!(seqs(&spool.read_after(12, 1, usize::MAX).expect("read")), [13]);
     }
 
     #[test]
@@ -1356,11 +1218,7 @@ mod tests {
         let stats = spool.stats();
         assert_eq!(stats.corrupt_records, 1);
         assert_eq!(stats.records, 9);
-        assert_eq!(
-            stats.bytes,
-            12 * RECORD_LEN,
-            "damaged bytes stay until deleted"
-        );
+        assert_eq!(stats.bytes, 12 * RECORD_LEN, "damaged bytes stay until deleted");
         assert_eq!(seqs(&read_all(&mut spool)), [1, 5, 6, 7, 8, 9, 10, 11, 12]);
         assert_eq!(spool.next_seq(), 13);
         spool.ack(12).expect("ack");
@@ -1388,32 +1246,20 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut spool = Spool::open(dir.path(), small_segments()).expect("open");
         append_n(&mut spool, 12);
-        assert_eq!(
-            seqs(&spool.read_after(0, 3, usize::MAX).expect("read")),
-            [1, 2, 3]
-        );
+        assert_eq!(seqs(&spool.read_after(0, 3, usize::MAX).expect("read")), [1, 2, 3]);
         let files = segment_files(dir.path());
         // The sequence field of record 7, in segment 5..=8.
         flip_byte(&files[1], 2 * RECORD_LEN + 9);
 
-        assert_eq!(
-            seqs(&spool.read_after(3, 100, usize::MAX).expect("read")),
-            [4, 5, 6, 9, 10, 11, 12]
-        );
+        assert_eq!(seqs(&spool.read_after(3, 100, usize::MAX).expect("read")), [4, 5, 6, 9, 10, 11, 12]);
         let stats = spool.stats();
         assert_eq!((stats.corrupt_records, stats.records), (1, 10));
-        assert_eq!(
-            seqs(&read_all(&mut spool)),
-            [1, 2, 3, 4, 5, 6, 9, 10, 11, 12]
-        );
+        assert_eq!(seqs(&read_all(&mut spool)), [1, 2, 3, 4, 5, 6, 9, 10, 11, 12]);
         assert_eq!(spool.stats().corrupt_records, 1, "counted once");
 
         // Damage in the segment being appended to seals it.
         flip_byte(&files[2], 2 * RECORD_LEN + HEADER_LEN + 1);
-        assert_eq!(
-            seqs(&spool.read_after(6, 100, usize::MAX).expect("read")),
-            [9, 10]
-        );
+        assert_eq!(seqs(&spool.read_after(6, 100, usize::MAX).expect("read")), [9, 10]);
         assert_eq!(spool.stats().corrupt_records, 2);
         assert_eq!(append_n(&mut spool, 1), [13]);
         drop(spool);
@@ -1501,10 +1347,7 @@ mod tests {
             let mut rng = XorShift(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
             let mut spool = Spool::open(dir.path(), cfg).expect("open");
             let incarnation = spool.incarnation();
-            let mut model = Model {
-                next_seq: 1,
-                ..Model::default()
-            };
+            let mut model = Model { next_seq: 1, ..Model::default() };
             // Where a simulated uplink has read up to.
             let mut consumer = 0u64;
             for _ in 0..600 {
@@ -1518,11 +1361,7 @@ mod tests {
                         model.records.push_back((seq, data));
                         let stats = spool.stats();
                         let mut evicted = 0;
-                        while model
-                            .records
-                            .front()
-                            .is_some_and(|r| r.0 < stats.oldest_seq)
-                        {
+                        while model.records.front().is_some_and(|r| r.0 < stats.oldest_seq) {
                             model.records.pop_front();
                             evicted += 1;
                         }
@@ -1534,9 +1373,7 @@ mod tests {
                     50..=69 => {
                         let max_records = usize::try_from(rng.below(10)).expect("small");
                         let max_bytes = usize::try_from(rng.below(600)).expect("small");
-                        let got = spool
-                            .read_after(consumer, max_records, max_bytes)
-                            .expect("read");
+                        let got = spool.read_after(consumer, max_records, max_bytes).expect("read");
                         let expected = model.read_after(consumer, max_records, max_bytes);
                         assert_eq!(seqs(&got), expected, "seed {seed}");
                         for (seq, data) in &got {

@@ -63,13 +63,7 @@ pub struct Status<'a> {
 }
 
 /// Writes the status file atomically (tmp + rename). Failures are logged, not fatal.
-pub fn write_status(
-    dir: &Path,
-    host_id: &str,
-    incarnation: u64,
-    stats: &AgentStats,
-    spool: &Mutex<Spool>,
-) {
+pub fn write_status(dir: &Path, host_id: &str, incarnation: u64, stats: &AgentStats, spool: &Mutex<Spool>) {
     let (sp, next) = {
         let s = lock(spool);
         (s.stats(), s.next_seq())
@@ -102,27 +96,15 @@ pub fn write_status(
 }
 
 /// Builds one batch from a tick's samples. Non-finite values are dropped and counted.
-pub fn build_batch(
-    samples: &[Sample],
-    ts: i64,
-    table: &mut SeriesTable,
-    stats: &AgentStats,
-) -> SampleBatch {
-    let mut batch = SampleBatch {
-        series: Vec::with_capacity(samples.len()),
-        ..Default::default()
-    };
+pub fn build_batch(samples: &[Sample], ts: i64, table: &mut SeriesTable, stats: &AgentStats) -> SampleBatch {
+    let mut batch = SampleBatch { series: Vec::with_capacity(samples.len()), ..Default::default() };
     for s in samples {
         if !s.value.is_finite() {
             stats.dropped_non_finite.fetch_add(1, Ordering::Relaxed);
             continue;
         }
         match table.intern(&s.key) {
-            Ok(r) => batch.series.push(SeriesPoints {
-                r#ref: r,
-                timestamps_ms: vec![ts],
-                values: vec![s.value],
-            }),
+            Ok(r) => batch.series.push(SeriesPoints { r#ref: r, timestamps_ms: vec![ts], values: vec![s.value] }),
             Err(e) => {
                 stats.sample_errors.fetch_add(1, Ordering::Relaxed);
                 debug!(error = %e, "cannot intern series");
@@ -137,10 +119,8 @@ impl Ticker {
     pub fn start(cfg: &AgentConfig, shared: TickShared) -> std::io::Result<Ticker> {
         let (stop, stop_rx) = mpsc::channel::<()>();
         let interval = cfg.interval;
-        let mut samplers: Vec<Box<dyn Sampler>> = vec![
-            Box::new(HostSampler::new(&cfg.host)),
-            Box::new(CgroupSampler::new(&cfg.containers)),
-        ];
+        let mut samplers: Vec<Box<dyn Sampler>> =
+            vec![Box::new(HostSampler::new(&cfg.host)), Box::new(CgroupSampler::new(&cfg.containers))];
         let state_dir = cfg.state_dir.clone();
         let host_id = crate::resolve_host_id(cfg).unwrap_or_default();
         let incarnation = lock(&shared.spool).incarnation();
@@ -212,18 +192,9 @@ mod tests {
         let stats = AgentStats::default();
         let k = |m: &str| SeriesKey::new("host", m, "ratio", MetricKind::Gauge);
         let samples = vec![
-            Sample {
-                key: k("a"),
-                value: 1.0,
-            },
-            Sample {
-                key: k("b"),
-                value: f64::NAN,
-            },
-            Sample {
-                key: k("c"),
-                value: 3.0,
-            },
+            Sample { key: k("a"), value: 1.0 },
+            Sample { key: k("b"), value: f64::NAN },
+            Sample { key: k("c"), value: 3.0 },
         ];
         let b1 = build_batch(&samples, 1000, &mut table, &stats);
         assert_eq!(b1.series.len(), 2);

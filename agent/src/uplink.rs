@@ -14,8 +14,8 @@ use std::time::Duration;
 use augur_core::time::now_ms;
 use augur_proto::PROTOCOL_VERSION;
 use augur_proto::v1::{
-    AgentMessage, Heartbeat, Hello, SampleBatch, agent_message::Msg as AgentMsg,
-    aggregator_message::Msg as AggMsg, telemetry_client::TelemetryClient,
+    AgentMessage, Heartbeat, Hello, SampleBatch, agent_message::Msg as AgentMsg, aggregator_message::Msg as AggMsg,
+    telemetry_client::TelemetryClient,
 };
 use prost::Message;
 use rand::Rng;
@@ -113,11 +113,7 @@ pub async fn run(cfg: UplinkConfig, id: Identity, shared: UplinkShared, shutdown
     }
 }
 
-async fn session(
-    cfg: &UplinkConfig,
-    id: &Identity,
-    shared: &UplinkShared,
-) -> Result<(), SessionError> {
+async fn session(cfg: &UplinkConfig, id: &Identity, shared: &UplinkShared) -> Result<(), SessionError> {
     let channel = Endpoint::from_shared(cfg.url.clone())?
         .connect_timeout(cfg.connect_timeout)
         .tcp_nodelay(true)
@@ -125,41 +121,30 @@ async fn session(
         .keep_alive_timeout(Duration::from_secs(20))
         .connect()
         .await?;
-    let mut client = TelemetryClient::new(channel)
-        .max_decoding_message_size(16 << 20)
-        .max_encoding_message_size(64 << 20);
+    let mut client =
+        TelemetryClient::new(channel).max_decoding_message_size(16 << 20).max_encoding_message_size(64 << 20);
     let (tx, rx) = mpsc::channel::<AgentMessage>(cfg.max_in_flight + 4);
     let hello = Hello {
         protocol_version: PROTOCOL_VERSION,
         host_id: id.host_id.clone(),
         incarnation: id.incarnation,
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
-        labels: id
-            .labels
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
+        labels: id.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         capabilities: id.capabilities.clone(),
         workloads: vec![],
     };
-    tx.send(AgentMessage {
-        msg: Some(AgentMsg::Hello(hello)),
-    })
-    .await
-    .map_err(|_| SessionError::Protocol("outbound stream closed".into()))?;
+    tx.send(AgentMessage { msg: Some(AgentMsg::Hello(hello)) })
+        .await
+        .map_err(|_| SessionError::Protocol("outbound stream closed".into()))?;
     let mut inbound = client.connect(ReceiverStream::new(rx)).await?.into_inner();
     let welcome = match tokio::time::timeout(cfg.connect_timeout, inbound.message()).await {
         Err(_) => {
-            return Err(SessionError::Protocol(
-                "no Welcome within the connect timeout".into(),
-            ));
+            return Err(SessionError::Protocol("no Welcome within the connect timeout".into()));
         }
         Ok(m) => match m?.and_then(|m| m.msg) {
             Some(AggMsg::Welcome(w)) => w,
             other => {
-                return Err(SessionError::Protocol(format!(
-                    "expected Welcome, got {other:?}"
-                )));
+                return Err(SessionError::Protocol(format!("expected Welcome, got {other:?}")));
             }
         },
     };
@@ -212,11 +197,9 @@ async fn session(
                         }
                     }
                 }
-                tx.send(AgentMessage {
-                    msg: Some(AgentMsg::Batch(batch)),
-                })
-                .await
-                .map_err(|_| SessionError::Protocol("outbound stream closed".into()))?;
+                tx.send(AgentMessage { msg: Some(AgentMsg::Batch(batch)) })
+                    .await
+                    .map_err(|_| SessionError::Protocol("outbound stream closed".into()))?;
                 sent = seq;
                 shared.stats.sent_sequence.store(sent, Ordering::Relaxed);
             }

@@ -84,11 +84,7 @@ pub fn series_key(def: &SeriesDef) -> SeriesKey {
             Ok(v1::MetricKind::Counter) => MetricKind::Counter,
             _ => MetricKind::Gauge,
         },
-        labels: def
-            .labels
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
+        labels: def.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
     }
 }
 
@@ -114,11 +110,7 @@ impl Problems {
         if let Some(p) = self.by_ref.iter_mut().find(|p| p.r#ref == r) {
             p.points += n;
         } else if self.by_ref.len() < MAX_PROBLEMS {
-            self.by_ref.push(BatchProblem {
-                r#ref: r,
-                reason: reason(),
-                points: n,
-            });
+            self.by_ref.push(BatchProblem { r#ref: r, reason: reason(), points: n });
         }
     }
 }
@@ -160,16 +152,9 @@ impl Session {
         if batch.sequence == 0 {
             return Err(IngestError::ZeroSequence);
         }
-        let total_points: usize = batch
-            .series
-            .iter()
-            .map(|s| s.values.len().max(s.timestamps_ms.len()))
-            .sum();
+        let total_points: usize = batch.series.iter().map(|s| s.values.len().max(s.timestamps_ms.len())).sum();
         if total_points > limits.max_points_per_batch {
-            return Err(IngestError::TooManyPoints {
-                points: total_points,
-                limit: limits.max_points_per_batch,
-            });
+            return Err(IngestError::TooManyPoints { points: total_points, limit: limits.max_points_per_batch });
         }
         let mut stats = BatchStats::default();
         let mut problems = Problems::default();
@@ -196,10 +181,7 @@ impl Session {
 
         let lo = now_ms.saturating_sub(limits.max_past_age_ms);
         let hi = now_ms.saturating_add(limits.max_future_skew_ms);
-        let mut write = WriteBatch {
-            points: Vec::with_capacity(total_points),
-            progress: None,
-        };
+        let mut write = WriteBatch { points: Vec::with_capacity(total_points), progress: None };
         for sp in &batch.series {
             let id = match self.refs.get(&sp.r#ref) {
                 Some(Slot::Series(id)) => *id,
@@ -220,13 +202,7 @@ impl Session {
                 let n = sp.values.len().max(sp.timestamps_ms.len()) as u32;
                 problems.add(
                     sp.r#ref,
-                    || {
-                        format!(
-                            "{} timestamps but {} values",
-                            sp.timestamps_ms.len(),
-                            sp.values.len()
-                        )
-                    },
+                    || format!("{} timestamps but {} values", sp.timestamps_ms.len(), sp.values.len()),
                     n,
                 );
                 continue;
@@ -249,12 +225,7 @@ impl Session {
                 } else if ts < lo {
                     problems.add(
                         sp.r#ref,
-                        || {
-                            format!(
-                                "timestamp {ts} is older than the accepted {}s",
-                                limits.max_past_age_ms / 1000
-                            )
-                        },
+                        || format!("timestamp {ts} is older than the accepted {}s", limits.max_past_age_ms / 1000),
                         1,
                     );
                 } else {
@@ -266,10 +237,7 @@ impl Session {
         stats.rejected = problems.rejected;
         write.progress = Some((
             self.host_id.clone(),
-            AgentProgress {
-                incarnation: self.incarnation,
-                acked_sequence: batch.sequence,
-            },
+            AgentProgress { incarnation: self.incarnation, acked_sequence: batch.sequence },
         ));
         store.write(&write)?;
         self.acked = batch.sequence;
@@ -277,11 +245,7 @@ impl Session {
         let (code, message) = if problems.rejected == 0 {
             (CODE_OK, String::new())
         } else {
-            let mut m = format!(
-                "{} of {} points rejected",
-                problems.rejected,
-                problems.rejected + stats.accepted
-            );
+            let mut m = format!("{} of {} points rejected", problems.rejected, problems.rejected + stats.accepted);
             for p in problems.by_ref.iter().take(3) {
                 let _ = write!(m, "; ref {}: {}", p.r#ref, p.reason);
             }
@@ -317,10 +281,7 @@ impl Session {
         // A series this host already has never counts against the limit.
         let known = store.lookup_series(&self.host_id, &key).is_some();
         if !known && self.host_series >= limits.max_series_per_host {
-            return Ok(Slot::Refused(format!(
-                "host has reached its limit of {} series",
-                limits.max_series_per_host
-            )));
+            return Ok(Slot::Refused(format!("host has reached its limit of {} series", limits.max_series_per_host)));
         }
         let id = store.resolve_series(&self.host_id, &key)?;
         if !known {
@@ -360,12 +321,7 @@ mod tests {
     }
 
     fn batch(seq: u64, defs: Vec<SeriesDef>, series: Vec<SeriesPoints>) -> SampleBatch {
-        SampleBatch {
-            sequence: seq,
-            defs,
-            series,
-            dropped_before: 0,
-        }
+        SampleBatch { sequence: seq, defs, series, dropped_before: 0 }
     }
 
     fn setup() -> (MemoryStore, Session, IngestLimits) {
@@ -375,11 +331,7 @@ mod tests {
     }
 
     fn all_points(store: &MemoryStore, host: &str) -> usize {
-        store
-            .list_series(Some(host))
-            .iter()
-            .map(|(id, _)| store.read_range(*id, 0, i64::MAX).unwrap().len())
-            .sum()
+        store.list_series(Some(host)).iter().map(|(id, _)| store.read_range(*id, 0, i64::MAX).unwrap().len()).sum()
     }
 
     #[test]
@@ -388,25 +340,13 @@ mod tests {
         let b = batch(
             1,
             vec![def(0, "a"), def(1, "b")],
-            vec![
-                pts(0, &[(NOW, 1.0)]),
-                pts(1, &[(NOW, 2.0), (NOW + 1000, 3.0)]),
-            ],
+            vec![pts(0, &[(NOW, 1.0)]), pts(1, &[(NOW, 2.0), (NOW + 1000, 3.0)])],
         );
         let (ack, st) = s.ingest(&store, &b, NOW, &lim).unwrap();
-        assert_eq!(
-            (ack.code, ack.acked_sequence, ack.accepted_points),
-            (CODE_OK, 1, 3)
-        );
+        assert_eq!((ack.code, ack.acked_sequence, ack.accepted_points), (CODE_OK, 1, 3));
         assert_eq!(st.new_series, 2);
         assert_eq!(all_points(&store, "h1"), 3);
-        assert_eq!(
-            store.agent_progress("h1").unwrap(),
-            Some(AgentProgress {
-                incarnation: 7,
-                acked_sequence: 1
-            })
-        );
+        assert_eq!(store.agent_progress("h1").unwrap(), Some(AgentProgress { incarnation: 7, acked_sequence: 1 }));
     }
 
     #[test]
@@ -416,18 +356,11 @@ mod tests {
             1,
             vec![def(0, "a"), def(1, "bad-name")],
             vec![
-                pts(
-                    0,
-                    &[(NOW, f64::NAN), (NOW + 1, f64::INFINITY), (NOW + 2, 5.0)],
-                ),
+                pts(0, &[(NOW, f64::NAN), (NOW + 1, f64::INFINITY), (NOW + 2, 5.0)]),
                 pts(0, &[(NOW + 86_400_000, 1.0), (NOW - 30 * 86_400_000, 1.0)]),
                 pts(1, &[(NOW, 1.0)]),
                 pts(9, &[(NOW, 1.0)]),
-                SeriesPoints {
-                    r#ref: 0,
-                    timestamps_ms: vec![NOW + 3],
-                    values: vec![],
-                },
+                SeriesPoints { r#ref: 0, timestamps_ms: vec![NOW + 3], values: vec![] },
             ],
         );
         let (ack, st) = s.ingest(&store, &b, NOW, &lim).unwrap();
@@ -436,18 +369,10 @@ mod tests {
         assert_eq!(st.rejected, 7);
         let reasons: Vec<&str> = ack.problems.iter().map(|p| p.reason.as_str()).collect();
         let all = reasons.join(" | ");
-        for needle in [
-            "non-finite",
-            "invalid series definition",
-            "not defined on this stream",
-        ] {
+        for needle in ["non-finite", "invalid series definition", "not defined on this stream"] {
             assert!(all.contains(needle), "{needle:?} missing from {all}");
         }
-        assert!(
-            ack.message.contains("7 of 8 points rejected"),
-            "{}",
-            ack.message
-        );
+        assert!(ack.message.contains("7 of 8 points rejected"), "{}", ack.message);
         assert_eq!(all_points(&store, "h1"), 1);
         // The batch is done with: acked, and a replay is a duplicate.
         assert_eq!(ack.acked_sequence, 1);
@@ -456,24 +381,12 @@ mod tests {
     #[test]
     fn future_and_past_reasons_are_specific() {
         let (store, mut s, lim) = setup();
-        let b = batch(
-            1,
-            vec![def(0, "a")],
-            vec![pts(0, &[(NOW + 3_600_000, 1.0)])],
-        );
+        let b = batch(1, vec![def(0, "a")], vec![pts(0, &[(NOW + 3_600_000, 1.0)])]);
         let (ack, _) = s.ingest(&store, &b, NOW, &lim).unwrap();
-        assert!(
-            ack.problems[0].reason.contains("in the future"),
-            "{:?}",
-            ack.problems
-        );
+        assert!(ack.problems[0].reason.contains("in the future"), "{:?}", ack.problems);
         let b = batch(2, vec![], vec![pts(0, &[(0, 1.0)])]);
         let (ack, _) = s.ingest(&store, &b, NOW, &lim).unwrap();
-        assert!(
-            ack.problems[0].reason.contains("older than"),
-            "{:?}",
-            ack.problems
-        );
+        assert!(ack.problems[0].reason.contains("older than"), "{:?}", ack.problems);
     }
 
     #[test]
@@ -498,33 +411,15 @@ mod tests {
     #[test]
     fn new_session_resumes_and_new_incarnation_restarts() {
         let (store, mut s, lim) = setup();
-        s.ingest(
-            &store,
-            &batch(1, vec![def(0, "a")], vec![pts(0, &[(NOW, 1.0)])]),
-            NOW,
-            &lim,
-        )
-        .unwrap();
-        s.ingest(
-            &store,
-            &batch(2, vec![], vec![pts(0, &[(NOW + 1000, 1.0)])]),
-            NOW,
-            &lim,
-        )
-        .unwrap();
+        s.ingest(&store, &batch(1, vec![def(0, "a")], vec![pts(0, &[(NOW, 1.0)])]), NOW, &lim).unwrap();
+        s.ingest(&store, &batch(2, vec![], vec![pts(0, &[(NOW + 1000, 1.0)])]), NOW, &lim).unwrap();
         let s2 = Session::open(&store, "h1", 7).unwrap();
         assert_eq!(s2.acked(), 2);
         let mut s3 = Session::open(&store, "h1", 8).unwrap();
         assert_eq!(s3.acked(), 0);
         // The same series key maps to the same stored series across sessions.
-        let (ack, st) = s3
-            .ingest(
-                &store,
-                &batch(1, vec![def(3, "a")], vec![pts(3, &[(NOW + 2000, 1.0)])]),
-                NOW,
-                &lim,
-            )
-            .unwrap();
+        let (ack, st) =
+            s3.ingest(&store, &batch(1, vec![def(3, "a")], vec![pts(3, &[(NOW + 2000, 1.0)])]), NOW, &lim).unwrap();
         assert_eq!((ack.acked_sequence, st.new_series), (1, 0));
         assert_eq!(store.list_series(Some("h1")).len(), 1);
     }
@@ -536,14 +431,7 @@ mod tests {
         s.ingest(&store, &b1, NOW, &lim).unwrap();
         let mut s2 = Session::open(&store, "h1", 7).unwrap();
         s2.ingest(&store, &b1, NOW, &lim).unwrap();
-        let (ack, _) = s2
-            .ingest(
-                &store,
-                &batch(2, vec![], vec![pts(0, &[(NOW + 1000, 2.0)])]),
-                NOW,
-                &lim,
-            )
-            .unwrap();
+        let (ack, _) = s2.ingest(&store, &batch(2, vec![], vec![pts(0, &[(NOW + 1000, 2.0)])]), NOW, &lim).unwrap();
         assert_eq!((ack.code, ack.accepted_points), (CODE_OK, 1));
     }
 
@@ -551,53 +439,23 @@ mod tests {
     fn series_limit_refuses_new_series_only() {
         let (store, mut s, mut lim) = setup();
         lim.max_series_per_host = 1;
-        let b = batch(
-            1,
-            vec![def(0, "a"), def(1, "b")],
-            vec![pts(0, &[(NOW, 1.0)]), pts(1, &[(NOW, 1.0)])],
-        );
+        let b = batch(1, vec![def(0, "a"), def(1, "b")], vec![pts(0, &[(NOW, 1.0)]), pts(1, &[(NOW, 1.0)])]);
         let (ack, _) = s.ingest(&store, &b, NOW, &lim).unwrap();
         assert_eq!(ack.accepted_points, 1);
-        assert!(
-            ack.problems[0].reason.contains("limit of 1 series"),
-            "{:?}",
-            ack.problems
-        );
+        assert!(ack.problems[0].reason.contains("limit of 1 series"), "{:?}", ack.problems);
         let mut s2 = Session::open(&store, "h1", 7).unwrap();
-        let (ack, _) = s2
-            .ingest(
-                &store,
-                &batch(2, vec![def(5, "a")], vec![pts(5, &[(NOW + 1, 1.0)])]),
-                NOW,
-                &lim,
-            )
-            .unwrap();
-        assert_eq!(
-            ack.accepted_points, 1,
-            "a known series never counts against the limit"
-        );
+        let (ack, _) =
+            s2.ingest(&store, &batch(2, vec![def(5, "a")], vec![pts(5, &[(NOW + 1, 1.0)])]), NOW, &lim).unwrap();
+        assert_eq!(ack.accepted_points, 1, "a known series never counts against the limit");
     }
 
     #[test]
     fn protocol_errors_end_the_batch() {
         let (store, mut s, mut lim) = setup();
-        assert!(matches!(
-            s.ingest(&store, &batch(0, vec![], vec![]), NOW, &lim),
-            Err(IngestError::ZeroSequence)
-        ));
+        assert!(matches!(s.ingest(&store, &batch(0, vec![], vec![]), NOW, &lim), Err(IngestError::ZeroSequence)));
         lim.max_points_per_batch = 2;
-        let b = batch(
-            1,
-            vec![def(0, "a")],
-            vec![pts(0, &[(NOW, 1.0), (NOW + 1, 1.0), (NOW + 2, 1.0)])],
-        );
-        assert!(matches!(
-            s.ingest(&store, &b, NOW, &lim),
-            Err(IngestError::TooManyPoints {
-                points: 3,
-                limit: 2
-            })
-        ));
+        let b = batch(1, vec![def(0, "a")], vec![pts(0, &[(NOW, 1.0), (NOW + 1, 1.0), (NOW + 2, 1.0)])]);
+        assert!(matches!(s.ingest(&store, &b, NOW, &lim), Err(IngestError::TooManyPoints { points: 3, limit: 2 })));
         assert_eq!(all_points(&store, "h1"), 0);
     }
 }

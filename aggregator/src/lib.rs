@@ -31,6 +31,9 @@ use crate::server::Shared;
 use crate::storage::Store;
 use crate::storage::rocks::RocksStore;
 
+/// How long shutdown waits for open calls after ending agent sessions.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Opens the store, binds the listener and serves until `shutdown` resolves.
 /// `on_ready` is called with the bound address (useful with port 0).
 pub async fn run(
@@ -38,6 +41,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
     on_ready: impl FnOnce(SocketAddr) + Send,
 ) -> anyhow::Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let opts = config.store_options();
     let dir = config.data_dir.clone();
     let store: Arc<dyn Store> = Arc::new(
@@ -59,29 +63,37 @@ pub async fn run(
         aggregator_id: config.aggregator_id.clone(),
         max_message_bytes: i.max_message_bytes as usize,
         write_slots: Semaphore::new(i.write_concurrency),
+        stopping: stop_rx,
     });
 
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
+    let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
     info!(%addr, data_dir = %config.data_dir.display(), "aggregator listening");
     on_ready(addr);
 
-    let maint = tokio::spawn(maintenance_loop(
-        store.clone(),
-        config.storage.maintenance_interval,
-    ));
+    let maint = tokio::spawn(maintenance_loop(store.clone(), config.storage.maintenance_interval));
+    let shared_stop = shared.stopping.clone();
     let (telemetry, query) = server::services(shared);
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    tonic::transport::Server::builder()
+    let serve = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
         .add_service(telemetry)
         .add_service(query)
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await
-        .context("gRPC server")?;
+        .serve_with_incoming_shutdown(incoming, async move {
+            shutdown.await;
+            info!("shutting down: ending agent sessions");
+            let _ = stop_tx.send(true);
+        });
+    // Agent sessions end at once on shutdown; other calls get a bounded grace period.
+    let mut serve = std::pin::pin!(serve);
+    let mut stop_seen = shared_stop.clone();
+    tokio::select! {
+        r = &mut serve => r.context("gRPC server")?,
+        _ = async { let _ = stop_seen.wait_for(|s| *s).await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
+            warn!(grace = ?SHUTDOWN_GRACE, "connections still open after the grace period; stopping anyway");
+        }
+    }
     maint.abort();
     info!("aggregator stopped");
     Ok(())

@@ -10,11 +10,7 @@ use clap::{Parser, Subcommand};
 const EXIT_CONFIG: u8 = 64;
 
 #[derive(Parser)]
-#[command(
-    name = "augur-aggregator",
-    version,
-    about = "augur aggregator: ingest, storage and queries"
-)]
+#[command(name = "augur-aggregator", version, about = "augur aggregator: ingest, storage and queries")]
 struct Cli {
     /// TOML config file (see packaging/config/aggregator.toml).
     #[arg(long, short, global = true, env = "AUGUR_AGGREGATOR_CONFIG")]
@@ -71,14 +67,11 @@ fn main() -> ExitCode {
     }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let fmt = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if cli.log_json {
         fmt.json().init();
     } else {
-        fmt.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init();
+        fmt.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init();
     }
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -108,14 +101,13 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
         tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
     }
     #[cfg(not(unix))]

@@ -50,22 +50,11 @@ impl Registry {
         let mut hosts = HashMap::new();
         for rec in store.hosts()? {
             let series = store.list_series(Some(&rec.host_id)).len() as u64;
-            let acked = store
-                .agent_progress(&rec.host_id)?
-                .map(|p| p.acked_sequence)
-                .unwrap_or(0);
-            let view = HostView {
-                record: rec.clone(),
-                acked_sequence: acked,
-                series,
-                ..Default::default()
-            };
+            let acked = store.agent_progress(&rec.host_id)?.map(|p| p.acked_sequence).unwrap_or(0);
+            let view = HostView { record: rec.clone(), acked_sequence: acked, series, ..Default::default() };
             hosts.insert(rec.host_id.clone(), HostState { view, sessions: 0 });
         }
-        Ok(Registry {
-            store,
-            hosts: Mutex::new(hosts),
-        })
+        Ok(Registry { store, hosts: Mutex::new(hosts) })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, HostState>> {

@@ -35,21 +35,18 @@ pub struct Shared {
     pub aggregator_id: String,
     pub max_message_bytes: usize,
     pub write_slots: Semaphore,
+    /// Becomes true when the aggregator is shutting down; sessions then end.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Builds the tonic services for `shared`.
-pub fn services(
-    shared: Arc<Shared>,
-) -> (TelemetryServer<TelemetryService>, QueryServer<QueryService>) {
+pub fn services(shared: Arc<Shared>) -> (TelemetryServer<TelemetryService>, QueryServer<QueryService>) {
     let max = shared.max_message_bytes;
-    let t = TelemetryServer::new(TelemetryService {
-        shared: shared.clone(),
-    })
-    .max_decoding_message_size(max)
-    .max_encoding_message_size(max);
-    let q = QueryServer::new(QueryService { shared })
+    let t = TelemetryServer::new(TelemetryService { shared: shared.clone() })
         .max_decoding_message_size(max)
-        .max_encoding_message_size(64 << 20);
+        .max_encoding_message_size(max);
+    let q =
+        QueryServer::new(QueryService { shared }).max_decoding_message_size(max).max_encoding_message_size(64 << 20);
     (t, q)
 }
 
@@ -73,9 +70,7 @@ pub fn status_of(e: &(dyn std::error::Error + 'static)) -> Status {
 fn valid_host_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 253
-        && id
-            .bytes()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b':'))
+        && id.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b':'))
 }
 
 /// `Telemetry` service.
@@ -89,20 +84,13 @@ type OutStream = Pin<Box<dyn Stream<Item = Result<AggregatorMessage, Status>> + 
 impl Telemetry for TelemetryService {
     type ConnectStream = OutStream;
 
-    async fn connect(
-        &self,
-        req: Request<Streaming<AgentMessage>>,
-    ) -> Result<Response<OutStream>, Status> {
+    async fn connect(&self, req: Request<Streaming<AgentMessage>>) -> Result<Response<OutStream>, Status> {
         let peer = req.remote_addr();
         let mut inbound = req.into_inner();
         let hello = match inbound.message().await? {
-            Some(AgentMessage {
-                msg: Some(AgentMsg::Hello(h)),
-            }) => h,
+            Some(AgentMessage { msg: Some(AgentMsg::Hello(h)) }) => h,
             Some(_) => {
-                return Err(Status::invalid_argument(
-                    "the first message on a stream must be Hello",
-                ));
+                return Err(Status::invalid_argument("the first message on a stream must be Hello"));
             }
             None => return Err(Status::invalid_argument("stream closed before Hello")),
         };
@@ -152,13 +140,10 @@ impl Telemetry for TelemetryService {
             max_series_per_batch: 50_000,
             max_message_bytes: shared.max_message_bytes as u32,
         };
-        tx.send(Ok(AggregatorMessage {
-            msg: Some(AggMsg::Welcome(welcome)),
-        }))
-        .await
-        .map_err(|_| Status::cancelled("client went away"))?;
-        let span =
-            info_span!("agent_session", host = %info.host_id, incarnation = info.incarnation);
+        tx.send(Ok(AggregatorMessage { msg: Some(AggMsg::Welcome(welcome)) }))
+            .await
+            .map_err(|_| Status::cancelled("client went away"))?;
+        let span = info_span!("agent_session", host = %info.host_id, incarnation = info.incarnation);
         info!(parent: &span, ?peer, agent_version = %info.agent_version, acked, "agent connected");
         tokio::spawn(run_session(shared, session, inbound, tx).instrument(span));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -172,8 +157,16 @@ async fn run_session(
     tx: mpsc::Sender<Result<AggregatorMessage, Status>>,
 ) {
     let host = session.host_id().to_owned();
+    let mut stopping = shared.stopping.clone();
     let end = loop {
-        let msg = match inbound.message().await {
+        let next = tokio::select! {
+            m = inbound.message() => m,
+            _ = async { let _ = stopping.wait_for(|s| *s).await; } => {
+                let _ = tx.send(Err(Status::unavailable("aggregator shutting down; reconnect later"))).await;
+                break "aggregator shutting down".to_owned();
+            }
+        };
+        let msg = match next {
             Ok(Some(m)) => m,
             Ok(None) => break "agent closed the stream".to_owned(),
             Err(status) => {
@@ -199,18 +192,14 @@ async fn run_session(
                 let (s, r) = match res {
                     Ok(v) => v,
                     Err(e) => {
-                        let _ = tx
-                            .send(Err(Status::internal(format!("ingest panicked: {e}"))))
-                            .await;
+                        let _ = tx.send(Err(Status::internal(format!("ingest panicked: {e}")))).await;
                         return;
                     }
                 };
                 session = s;
                 match r {
                     Ok((ack, stats)) => {
-                        shared
-                            .registry
-                            .batch(&host, &stats, ack.acked_sequence, now_ms());
+                        shared.registry.batch(&host, &stats, ack.acked_sequence, now_ms());
                         if ack.code != 0 {
                             debug!(seq = ack.sequence, rejected = ack.rejected_points, msg = %ack.message, "batch partly rejected");
                         }
@@ -226,29 +215,19 @@ async fn run_session(
             }
             Some(AgentMsg::Heartbeat(hb)) => {
                 shared.registry.seen(&host, now_ms());
-                AggMsg::HeartbeatReply(HeartbeatReply {
-                    time_ms: hb.time_ms,
-                })
+                AggMsg::HeartbeatReply(HeartbeatReply { time_ms: hb.time_ms })
             }
             Some(AgentMsg::CommandReport(r)) => {
                 debug!(command = %r.command_id, status = r.status, "command report");
                 continue;
             }
             Some(AgentMsg::Hello(_)) => {
-                let _ = tx
-                    .send(Err(Status::invalid_argument(
-                        "Hello may only be sent once per stream",
-                    )))
-                    .await;
+                let _ = tx.send(Err(Status::invalid_argument("Hello may only be sent once per stream"))).await;
                 break "second Hello".to_owned();
             }
             None => continue,
         };
-        if tx
-            .send(Ok(AggregatorMessage { msg: Some(reply) }))
-            .await
-            .is_err()
-        {
+        if tx.send(Ok(AggregatorMessage { msg: Some(reply) })).await.is_err() {
             break "agent stopped reading".to_owned();
         }
     };
@@ -279,12 +258,7 @@ fn series_info(m: &SeriesMeta) -> v1::SeriesInfo {
         metric: m.key.metric.clone(),
         unit: m.key.unit.clone(),
         kind: kind_of(m.key.kind),
-        labels: m
-            .key
-            .labels
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
+        labels: m.key.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
     }
 }
 
@@ -332,14 +306,7 @@ fn bucket_points(points: &[(i64, f64)], step_ms: i64) -> Vec<Rollup> {
 }
 
 fn rollup_msg(r: &Rollup) -> v1::RollupPoint {
-    v1::RollupPoint {
-        timestamp_ms: r.start_ms,
-        min: r.min,
-        max: r.max,
-        avg: r.avg(),
-        last: r.last,
-        count: r.count,
-    }
+    v1::RollupPoint { timestamp_ms: r.start_ms, min: r.min, max: r.max, avg: r.avg(), last: r.last, count: r.count }
 }
 
 impl QueryService {
@@ -356,19 +323,12 @@ impl QueryService {
 }
 
 fn require_host(h: &str) -> Result<(), Status> {
-    if h.is_empty() {
-        Err(Status::invalid_argument("host_id is required"))
-    } else {
-        Ok(())
-    }
+    if h.is_empty() { Err(Status::invalid_argument("host_id is required")) } else { Ok(()) }
 }
 
 #[tonic::async_trait]
 impl Query for QueryService {
-    async fn list_hosts(
-        &self,
-        _: Request<v1::ListHostsRequest>,
-    ) -> Result<Response<v1::ListHostsResponse>, Status> {
+    async fn list_hosts(&self, _: Request<v1::ListHostsRequest>) -> Result<Response<v1::ListHostsResponse>, Status> {
         let hosts = self
             .shared
             .registry
@@ -401,11 +361,7 @@ impl Query for QueryService {
         let resources = self
             .blocking(move |store| {
                 let mut by: BTreeMap<(String, String), (u32, i64)> = BTreeMap::new();
-                let filter = if host.is_empty() {
-                    None
-                } else {
-                    Some(host.as_str())
-                };
+                let filter = if host.is_empty() { None } else { Some(host.as_str()) };
                 for (id, m) in store.list_series(filter) {
                     let last = store.latest(id)?.map(|p| p.0).unwrap_or(0);
                     let e = by.entry((m.host_id, m.key.resource)).or_default();
@@ -434,16 +390,10 @@ impl Query for QueryService {
         require_host(&r.host_id)?;
         let series = self
             .blocking(move |store| {
-                Ok(select(
-                    store,
-                    &r.host_id,
-                    &r.resource,
-                    &r.metric,
-                    &Default::default(),
-                )
-                .iter()
-                .map(|(_, m)| series_info(m))
-                .collect())
+                Ok(select(store, &r.host_id, &r.resource, &r.metric, &Default::default())
+                    .iter()
+                    .map(|(_, m)| series_info(m))
+                    .collect())
             })
             .await?;
         Ok(Response::new(v1::ListSeriesResponse { series }))
@@ -456,35 +406,24 @@ impl Query for QueryService {
         let r = req.into_inner();
         require_host(&r.host_id)?;
         if r.end_ms <= r.start_ms {
-            return Err(Status::invalid_argument(format!(
-                "end_ms {} must be after start_ms {}",
-                r.end_ms, r.start_ms
-            )));
+            return Err(Status::invalid_argument(format!("end_ms {} must be after start_ms {}", r.end_ms, r.start_ms)));
         }
         if r.step_ms < 0 {
             return Err(Status::invalid_argument("step_ms must not be negative"));
         }
         if r.step_ms > 0 && (r.end_ms - r.start_ms) / r.step_ms > 100_000 {
-            return Err(Status::invalid_argument(
-                "more than 100000 steps requested; use a larger step",
-            ));
+            return Err(Status::invalid_argument("more than 100000 steps requested; use a larger step"));
         }
         let series = self
             .blocking(move |store| {
                 let mut out = Vec::new();
                 for (id, m) in select(store, &r.host_id, &r.resource, &r.metric, &r.match_labels) {
-                    let mut d = v1::SeriesData {
-                        series: Some(series_info(&m)),
-                        ..Default::default()
-                    };
+                    let mut d = v1::SeriesData { series: Some(series_info(&m)), ..Default::default() };
                     if r.step_ms == 0 {
                         d.points = store
                             .read_range(id, r.start_ms, r.end_ms)?
                             .into_iter()
-                            .map(|(timestamp_ms, value)| v1::Point {
-                                timestamp_ms,
-                                value,
-                            })
+                            .map(|(timestamp_ms, value)| v1::Point { timestamp_ms, value })
                             .collect();
                     } else if r.step_ms >= 60_000 && r.step_ms % 60_000 == 0 {
                         let start = r.start_ms.div_euclid(60_000) * 60_000;
@@ -494,10 +433,7 @@ impl Query for QueryService {
                             .collect();
                     } else {
                         let pts = store.read_range(id, r.start_ms, r.end_ms)?;
-                        d.rollups = bucket_points(&pts, r.step_ms)
-                            .iter()
-                            .map(rollup_msg)
-                            .collect();
+                        d.rollups = bucket_points(&pts, r.step_ms).iter().map(rollup_msg).collect();
                     }
                     out.push(d);
                 }
@@ -507,36 +443,18 @@ impl Query for QueryService {
         Ok(Response::new(v1::QueryRangeResponse { series }))
     }
 
-    async fn latest(
-        &self,
-        req: Request<v1::LatestRequest>,
-    ) -> Result<Response<v1::LatestResponse>, Status> {
+    async fn latest(&self, req: Request<v1::LatestRequest>) -> Result<Response<v1::LatestResponse>, Status> {
         let r = req.into_inner();
         require_host(&r.host_id)?;
         let series = self
             .blocking(move |store| {
                 let mut out = Vec::new();
-                for (id, m) in select(
-                    store,
-                    &r.host_id,
-                    &r.resource,
-                    &r.metric,
-                    &Default::default(),
-                ) {
+                for (id, m) in select(store, &r.host_id, &r.resource, &r.metric, &Default::default()) {
                     let points = store
                         .latest(id)?
-                        .map(|(timestamp_ms, value)| {
-                            vec![v1::Point {
-                                timestamp_ms,
-                                value,
-                            }]
-                        })
+                        .map(|(timestamp_ms, value)| vec![v1::Point { timestamp_ms, value }])
                         .unwrap_or_default();
-                    out.push(v1::SeriesData {
-                        series: Some(series_info(&m)),
-                        points,
-                        rollups: vec![],
-                    });
+                    out.push(v1::SeriesData { series: Some(series_info(&m)), points, rollups: vec![] });
                 }
                 Ok(out)
             })
@@ -554,10 +472,7 @@ mod tests {
         let m = |start: i64, v: f64| Rollup::of_point(start, start + 1, v);
         let out = regroup(vec![m(0, 1.0), m(60_000, 3.0), m(300_000, 5.0)], 300_000);
         assert_eq!(out.len(), 2);
-        assert_eq!(
-            (out[0].min, out[0].max, out[0].count, out[0].last),
-            (1.0, 3.0, 2, 3.0)
-        );
+        assert_eq!((out[0].min, out[0].max, out[0].count, out[0].last), (1.0, 3.0, 2, 3.0));
         assert_eq!(out[1].start_ms, 300_000);
     }
 

@@ -116,9 +116,7 @@ pub const MAX_LABEL_VALUE_LEN: usize = 512;
 pub enum SeriesKeyError {
     #[error("resource name must be 1..={MAX_RESOURCE_LEN} printable bytes (got {0} bytes)")]
     Resource(usize),
-    #[error(
-        "metric name {0:?} is not of the form [a-zA-Z_:][a-zA-Z0-9_:]* (at most {MAX_NAME_LEN} bytes)"
-    )]
+    #[error("metric name {0:?} is not of the form [a-zA-Z_:][a-zA-Z0-9_:]* (at most {MAX_NAME_LEN} bytes)")]
     MetricName(String),
     #[error("unit is longer than {MAX_NAME_LEN} bytes ({0})")]
     Unit(usize),
@@ -136,8 +134,7 @@ pub fn is_valid_metric_name(s: &str) -> bool {
     !b.is_empty()
         && b.len() <= MAX_NAME_LEN
         && (b[0].is_ascii_alphabetic() || b[0] == b'_' || b[0] == b':')
-        && b.iter()
-            .all(|&c| c.is_ascii_alphanumeric() || c == b'_' || c == b':')
+        && b.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'_' || c == b':')
 }
 
 /// Prometheus label name rule.
@@ -172,13 +169,8 @@ mod tests {
         assert!(matches!(k.validate(), Err(SeriesKeyError::Resource(0))));
         let k = ok.clone().with_label("bad-name", "x");
         assert!(matches!(k.validate(), Err(SeriesKeyError::LabelName(_))));
-        let k = ok
-            .clone()
-            .with_label("mode", &"x".repeat(MAX_LABEL_VALUE_LEN + 1));
-        assert!(matches!(
-            k.validate(),
-            Err(SeriesKeyError::LabelValue(_, _))
-        ));
+        let k = ok.clone().with_label("mode", &"x".repeat(MAX_LABEL_VALUE_LEN + 1));
+        assert!(matches!(k.validate(), Err(SeriesKeyError::LabelValue(_, _))));
         let mut k = ok;
         k.resource = "a\nb".into();
         assert!(k.validate().is_err());
@@ -186,17 +178,9 @@ mod tests {
 
     #[test]
     fn display_is_stable_and_sorted() {
-        let k = SeriesKey::new(
-            "host",
-            "node_cpu_seconds_total",
-            "seconds",
-            MetricKind::Counter,
-        )
-        .with_label("mode", "user")
-        .with_label("cpu", "0");
-        assert_eq!(
-            k.to_string(),
-            r#"host:node_cpu_seconds_total{cpu="0",mode="user"}"#
-        );
+        let k = SeriesKey::new("host", "node_cpu_seconds_total", "seconds", MetricKind::Counter)
+            .with_label("mode", "user")
+            .with_label("cpu", "0");
+        assert_eq!(k.to_string(), r#"host:node_cpu_seconds_total{cpu="0",mode="user"}"#);
     }
 }

@@ -8,9 +8,7 @@ use std::time::Duration;
 /// Parses `"256MiB"`, `"1.5GiB"`, `"10MB"`, `"4096"` (bytes), `"64k"`.
 pub fn parse_bytes(s: &str) -> Result<u64, UnitError> {
     let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let n: f64 = num.parse().map_err(|_| UnitError::Size(s.to_owned()))?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
@@ -34,12 +32,7 @@ pub fn parse_bytes(s: &str) -> Result<u64, UnitError> {
 
 /// Formats bytes with a binary unit (`256MiB`), exact where it can be.
 pub fn format_bytes(b: u64) -> String {
-    const UNITS: [(&str, u64); 4] = [
-        ("TiB", 1 << 40),
-        ("GiB", 1 << 30),
-        ("MiB", 1 << 20),
-        ("KiB", 1 << 10),
-    ];
+    const UNITS: [(&str, u64); 4] = [("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
     for (name, m) in UNITS {
         if b >= m && b.is_multiple_of(m) {
             return format!("{}{name}", b / m);

@@ -19,12 +19,7 @@ use tonic::transport::{Channel, Endpoint};
 #[command(name = "augurctl", version, about = "Query the augur aggregator")]
 struct Cli {
     /// Aggregator URL.
-    #[arg(
-        long,
-        global = true,
-        env = "AUGUR_AGGREGATOR",
-        default_value = "http://127.0.0.1:7461"
-    )]
+    #[arg(long, global = true, env = "AUGUR_AGGREGATOR", default_value = "http://127.0.0.1:7461")]
     aggregator: String,
     /// Print JSON (one document) instead of tables.
     #[arg(long, global = true)]
@@ -110,33 +105,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             output::hosts(&r.hosts, json)
         }
         Cmd::Resources { host } => {
-            let r = c
-                .list_resources(v1::ListResourcesRequest {
-                    host_id: host.unwrap_or_default(),
-                })
-                .await?
-                .into_inner();
+            let r =
+                c.list_resources(v1::ListResourcesRequest { host_id: host.unwrap_or_default() }).await?.into_inner();
             output::resources(&r.resources, json)
         }
         Cmd::Series { resource, metric } => {
             let (host_id, resource) = split_resource(&resource)?;
             let r = c
-                .list_series(v1::ListSeriesRequest {
-                    host_id,
-                    resource,
-                    metric: metric.unwrap_or_default(),
-                })
+                .list_series(v1::ListSeriesRequest { host_id, resource, metric: metric.unwrap_or_default() })
                 .await?
                 .into_inner();
             output::series(&r.series, json)
         }
-        Cmd::Query {
-            resource,
-            metric,
-            since,
-            step,
-            labels,
-        } => {
+        Cmd::Query { resource, metric, since, step, labels } => {
             let (host_id, mut resource) = split_resource(&resource)?;
             if resource.is_empty() {
                 resource = augur_core::series::HOST_RESOURCE.to_owned();
@@ -148,9 +129,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let mut match_labels = std::collections::HashMap::new();
             for l in labels {
-                let (k, v) = l
-                    .split_once('=')
-                    .with_context(|| format!("--label {l:?} must be NAME=VALUE"))?;
+                let (k, v) = l.split_once('=').with_context(|| format!("--label {l:?} must be NAME=VALUE"))?;
                 match_labels.insert(k.to_owned(), v.to_owned());
             }
             let end = now_ms() + 1;
@@ -169,11 +148,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Latest { resource, metric } => {
             let (host_id, resource) = split_resource(&resource)?;
             let r = c
-                .latest(v1::LatestRequest {
-                    host_id,
-                    resource,
-                    metric: metric.unwrap_or_default(),
-                })
+                .latest(v1::LatestRequest { host_id, resource, metric: metric.unwrap_or_default() })
                 .await?
                 .into_inner();
             output::latest(&r.series, json)
@@ -183,10 +158,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("augurctl: {e}");
@@ -212,10 +184,7 @@ mod tests {
 
     #[test]
     fn resources_split_on_first_slash() {
-        assert_eq!(
-            split_resource("web-01").unwrap(),
-            ("web-01".into(), "".into())
-        );
+        assert_eq!(split_resource("web-01").unwrap(), ("web-01".into(), "".into()));
         assert_eq!(
             split_resource("web-01/cgroup/augur-demo/web").unwrap(),
             ("web-01".into(), "cgroup/augur-demo/web".into())

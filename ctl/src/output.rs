@@ -10,13 +10,7 @@ fn time(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        ms.rem_euclid(1000)
-    )
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{:03}Z", rem / 3600, rem % 3600 / 60, rem % 60, ms.rem_euclid(1000))
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant).
@@ -33,11 +27,7 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 }
 
 fn num(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{v:.0}")
-    } else {
-        format!("{v:.6}")
-    }
+    if v.fract() == 0.0 && v.abs() < 1e15 { format!("{v:.0}") } else { format!("{v:.6}") }
 }
 
 /// Prints rows with columns padded to the widest cell.
@@ -49,11 +39,7 @@ fn table(header: &[&str], rows: Vec<Vec<String>>) {
         }
     }
     let line = |cells: Vec<&str>| {
-        let s: Vec<String> = cells
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{c:<width$}", width = w[i]))
-            .collect();
+        let s: Vec<String> = cells.iter().enumerate().map(|(i, c)| format!("{c:<width$}", width = w[i])).collect();
         println!("{}", s.join("  ").trim_end());
     };
     line(header.to_vec());
@@ -65,10 +51,7 @@ fn table(header: &[&str], rows: Vec<Vec<String>>) {
 fn labels_str(l: &std::collections::HashMap<String, String>) -> String {
     let mut v: Vec<_> = l.iter().collect();
     v.sort();
-    v.iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",")
+    v.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
 }
 
 fn series_json(s: &v1::SeriesInfo) -> Value {
@@ -98,17 +81,7 @@ pub fn hosts(h: &[v1::HostInfo], json: bool) -> anyhow::Result<()> {
         ));
     }
     table(
-        &[
-            "HOST",
-            "CONNECTED",
-            "AGENT",
-            "SERIES",
-            "STORED",
-            "REJECTED",
-            "LOST",
-            "LAST SEEN",
-            "LABELS",
-        ],
+        &["HOST", "CONNECTED", "AGENT", "SERIES", "STORED", "REJECTED", "LOST", "LAST SEEN", "LABELS"],
         h.iter()
             .map(|h| {
                 vec![
@@ -139,14 +112,7 @@ pub fn resources(r: &[v1::ResourceInfo], json: bool) -> anyhow::Result<()> {
     table(
         &["HOST", "RESOURCE", "SERIES", "LAST SAMPLE"],
         r.iter()
-            .map(|r| {
-                vec![
-                    r.host_id.clone(),
-                    r.resource.clone(),
-                    r.series.to_string(),
-                    time(r.last_sample_ms),
-                ]
-            })
+            .map(|r| vec![r.host_id.clone(), r.resource.clone(), r.series.to_string(), time(r.last_sample_ms)])
             .collect(),
     );
     Ok(())
@@ -164,12 +130,7 @@ pub fn series(s: &[v1::SeriesInfo], json: bool) -> anyhow::Result<()> {
                     s.resource.clone(),
                     s.metric.clone(),
                     s.unit.clone(),
-                    if s.kind == v1::MetricKind::Counter as i32 {
-                        "counter"
-                    } else {
-                        "gauge"
-                    }
-                    .into(),
+                    if s.kind == v1::MetricKind::Counter as i32 { "counter" } else { "gauge" }.into(),
                     labels_str(&s.labels),
                 ]
             })
@@ -198,13 +159,7 @@ pub fn range(data: &[v1::SeriesData], json: bool) -> anyhow::Result<()> {
     }
     for d in data {
         if let Some(s) = &d.series {
-            println!(
-                "# {} {} {{{}}} [{}]",
-                s.resource,
-                s.metric,
-                labels_str(&s.labels),
-                s.unit
-            );
+            println!("# {} {} {{{}}} [{}]", s.resource, s.metric, labels_str(&s.labels), s.unit);
         }
         if !d.rollups.is_empty() {
             table(
@@ -212,25 +167,12 @@ pub fn range(data: &[v1::SeriesData], json: bool) -> anyhow::Result<()> {
                 d.rollups
                     .iter()
                     .map(|r| {
-                        vec![
-                            time(r.timestamp_ms),
-                            num(r.min),
-                            num(r.avg),
-                            num(r.max),
-                            num(r.last),
-                            r.count.to_string(),
-                        ]
+                        vec![time(r.timestamp_ms), num(r.min), num(r.avg), num(r.max), num(r.last), r.count.to_string()]
                     })
                     .collect(),
             );
         } else {
-            table(
-                &["TIME", "VALUE"],
-                d.points
-                    .iter()
-                    .map(|p| vec![time(p.timestamp_ms), num(p.value)])
-                    .collect(),
-            );
+            table(&["TIME", "VALUE"], d.points.iter().map(|p| vec![time(p.timestamp_ms), num(p.value)]).collect());
         }
         println!();
     }
@@ -253,8 +195,7 @@ pub fn latest(data: &[v1::SeriesData], json: bool) -> anyhow::Result<()> {
                     labels_str(&s.labels),
                     p.map(|p| num(p.value)).unwrap_or_else(|| "-".into()),
                     s.unit.clone(),
-                    p.map(|p| time(p.timestamp_ms))
-                        .unwrap_or_else(|| "-".into()),
+                    p.map(|p| time(p.timestamp_ms)).unwrap_or_else(|| "-".into()),
                 ])
             })
             .collect(),

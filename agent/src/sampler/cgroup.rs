@@ -107,13 +107,10 @@ pub struct NamedCgroup {
 
 const CPU_USAGE_SECONDS: Family = Family::counter("container_cpu_usage_seconds_total", "seconds");
 const CPU_CFS_PERIODS: Family = Family::counter("container_cpu_cfs_periods_total", "count");
-const CPU_CFS_THROTTLED_PERIODS: Family =
-    Family::counter("container_cpu_cfs_throttled_periods_total", "count");
-const CPU_CFS_THROTTLED_SECONDS: Family =
-    Family::counter("container_cpu_cfs_throttled_seconds_total", "seconds");
+const CPU_CFS_THROTTLED_PERIODS: Family = Family::counter("container_cpu_cfs_throttled_periods_total", "count");
+const CPU_CFS_THROTTLED_SECONDS: Family = Family::counter("container_cpu_cfs_throttled_seconds_total", "seconds");
 const MEMORY_USAGE_BYTES: Family = Family::gauge("container_memory_usage_bytes", "bytes");
-const MEMORY_WORKING_SET_BYTES: Family =
-    Family::gauge("container_memory_working_set_bytes", "bytes");
+const MEMORY_WORKING_SET_BYTES: Family = Family::gauge("container_memory_working_set_bytes", "bytes");
 const MEMORY_RSS: Family = Family::gauge("container_memory_rss", "bytes");
 const MEMORY_CACHE: Family = Family::gauge("container_memory_cache", "bytes");
 const MEMORY_FAILCNT: Family = Family::counter("container_memory_failcnt", "count");
@@ -126,18 +123,12 @@ const PIDS_CURRENT: Family = Family::gauge("container_pids_current", "count");
 const SPEC_CPU_LIMIT_CORES: Family = Family::gauge("container_spec_cpu_limit_cores", "cores");
 const SPEC_MEMORY_LIMIT_BYTES: Family = Family::gauge("container_spec_memory_limit_bytes", "bytes");
 const SPEC_PIDS_MAX: Family = Family::gauge("container_spec_pids_max", "count");
-const PSI_CPU_WAITING: Family =
-    Family::counter("container_pressure_cpu_waiting_seconds_total", "seconds");
-const PSI_CPU_STALLED: Family =
-    Family::counter("container_pressure_cpu_stalled_seconds_total", "seconds");
-const PSI_MEMORY_WAITING: Family =
-    Family::counter("container_pressure_memory_waiting_seconds_total", "seconds");
-const PSI_MEMORY_STALLED: Family =
-    Family::counter("container_pressure_memory_stalled_seconds_total", "seconds");
-const PSI_IO_WAITING: Family =
-    Family::counter("container_pressure_io_waiting_seconds_total", "seconds");
-const PSI_IO_STALLED: Family =
-    Family::counter("container_pressure_io_stalled_seconds_total", "seconds");
+const PSI_CPU_WAITING: Family = Family::counter("container_pressure_cpu_waiting_seconds_total", "seconds");
+const PSI_CPU_STALLED: Family = Family::counter("container_pressure_cpu_stalled_seconds_total", "seconds");
+const PSI_MEMORY_WAITING: Family = Family::counter("container_pressure_memory_waiting_seconds_total", "seconds");
+const PSI_MEMORY_STALLED: Family = Family::counter("container_pressure_memory_stalled_seconds_total", "seconds");
+const PSI_IO_WAITING: Family = Family::counter("container_pressure_io_waiting_seconds_total", "seconds");
+const PSI_IO_STALLED: Family = Family::counter("container_pressure_io_stalled_seconds_total", "seconds");
 
 /// The control files read, each from one slot's directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -216,10 +207,7 @@ impl CgFile {
     }
 
     fn is_psi(self) -> bool {
-        matches!(
-            self,
-            CgFile::V2CpuPressure | CgFile::V2MemPressure | CgFile::V2IoPressure
-        )
+        matches!(self, CgFile::V2CpuPressure | CgFile::V2MemPressure | CgFile::V2IoPressure)
     }
 }
 
@@ -250,13 +238,7 @@ impl Target {
             let dir = root.as_ref()?.join(&found.rel);
             dir.is_dir().then_some(dir)
         });
-        Target {
-            resource: found.resource,
-            dirs,
-            absent: 0,
-            vanished: false,
-            spec: Spec::default(),
-        }
+        Target { resource: found.resource, dirs, absent: 0, vanished: false, spec: Spec::default() }
     }
 
     fn dir(&self, slot: Slot) -> Option<&std::path::Path> {
@@ -290,10 +272,7 @@ impl Ctx<'_> {
             return None;
         }
         let dir = t.dir(file.slot())?;
-        let err = match self
-            .reader
-            .read_in(dir, file.file_name(self.layout.blkio_recursive))
-        {
+        let err = match self.reader.read_in(dir, file.file_name(self.layout.blkio_recursive)) {
             Ok(_) => return Some(self.reader.text()),
             Err(e) => e,
         };
@@ -320,16 +299,27 @@ impl Ctx<'_> {
         self.errors.record(err);
     }
 
-    /// Reads a file holding one number (`None` also when it failed to parse, counted).
-    fn read_u64(&mut self, t: &mut Target, file: CgFile) -> Option<u64> {
+    /// Reads one control file and parses it; `None` when not read or not parsed (a parse
+    /// failure is counted).
+    fn read_parsed<T>(
+        &mut self,
+        t: &mut Target,
+        file: CgFile,
+        parse: impl FnOnce(&str) -> Result<T, ParseError>,
+    ) -> Option<T> {
         let text = self.read(t, file)?;
-        match cgroupfs::single_u64(text) {
+        match parse(text) {
             Ok(v) => Some(v),
             Err(e) => {
                 self.parse_failed(e);
                 None
             }
         }
+    }
+
+    /// Reads a file holding one number.
+    fn read_u64(&mut self, t: &mut Target, file: CgFile) -> Option<u64> {
+        self.read_parsed(t, file, cgroupfs::single_u64)
     }
 
     /// Reads a flat keyed file and looks up `keys`.
@@ -339,106 +329,45 @@ impl Ctx<'_> {
         file: CgFile,
         keys: [&str; N],
     ) -> Option<[Option<u64>; N]> {
-        let text = self.read(t, file)?;
-        match cgroupfs::keyed_values(text, keys) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                self.parse_failed(e);
-                None
-            }
-        }
+        self.read_parsed(t, file, |text| cgroupfs::keyed_values(text, keys))
     }
 
-    /// Reads a limit file that may say `max`.
-    fn read_limit(&mut self, t: &mut Target, file: CgFile) -> Option<u64> {
-        let text = self.read(t, file)?;
-        match cgroupfs::max_or_u64(text) {
-            Ok(v) => v,
-            Err(e) => {
-                self.parse_failed(e);
-                None
-            }
-        }
-    }
-
-    /// Re-reads the workload's limits.
+    /// Re-reads the workload's limits; unlimited ones are `None`.
     fn read_spec(&mut self, t: &mut Target) {
         let l = self.layout;
         let cpu = if l.root(Slot::Cpu).is_some() {
-            let quota = match self.read(t, CgFile::V1CfsQuota).map(cgroupfs::cfs_quota_us) {
-                Some(Ok(q)) => q,
-                Some(Err(e)) => {
-                    self.parse_failed(e);
-                    None
-                }
-                None => None,
-            };
-            match quota {
-                Some(q) => self
-                    .read_u64(t, CgFile::V1CfsPeriod)
-                    .and_then(|p| self.cores(q, p)),
-                None => None,
-            }
+            self.read_parsed(t, CgFile::V1CfsQuota, cgroupfs::cfs_quota_us).flatten().and_then(|quota| {
+                let period = self.read_u64(t, CgFile::V1CfsPeriod)?;
+                cgroupfs::quota_cores(quota, period)
+            })
         } else {
-            match self.read(t, CgFile::V2CpuMax).map(cgroupfs::cpu_max_cores) {
-                Some(Ok(c)) => c,
-                Some(Err(e)) => {
-                    self.parse_failed(e);
-                    None
-                }
-                None => None,
-            }
+            self.read_parsed(t, CgFile::V2CpuMax, cgroupfs::cpu_max_cores).flatten()
         };
         let memory = if l.root(Slot::Memory).is_some() {
-            self.read_u64(t, CgFile::V1MemLimit)
-                .filter(|&v| v < V1_UNLIMITED)
+            self.read_u64(t, CgFile::V1MemLimit).filter(|&v| v < V1_UNLIMITED)
         } else {
-            self.read_limit(t, CgFile::V2MemMax)
+            self.read_parsed(t, CgFile::V2MemMax, cgroupfs::max_or_u64).flatten()
         };
-        let pids_file = if l.root(Slot::Pids).is_some() {
-            CgFile::V1PidsMax
-        } else {
-            CgFile::V2PidsMax
-        };
-        let pids = self.read_limit(t, pids_file);
-        t.spec = Spec {
-            cpu_limit_cores: cpu,
-            memory_limit_bytes: memory,
-            pids_max: pids,
-        };
-    }
-
-    fn cores(&mut self, quota_us: u64, period_us: u64) -> Option<f64> {
-        match cgroupfs::quota_cores(quota_us, period_us) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                self.parse_failed(e);
-                None
-            }
-        }
+        let pids_file = if l.root(Slot::Pids).is_some() { CgFile::V1PidsMax } else { CgFile::V2PidsMax };
+        let pids = self.read_parsed(t, pids_file, cgroupfs::max_or_u64).flatten();
+        t.spec = Spec { cpu_limit_cores: cpu, memory_limit_bytes: memory, pids_max: pids };
     }
 
     fn sample_cpu(&mut self, t: &mut Target, out: &mut Vec<Sample>) {
         // (usage seconds, periods, throttled periods, throttled seconds)
         let (mut usage, mut throttle) = (None, None);
         if self.layout.root(Slot::Cpuacct).is_some() {
-            usage = self
-                .read_u64(t, CgFile::V1CpuacctUsage)
-                .map(|ns| ns as f64 / 1e9);
+            usage = self.read_u64(t, CgFile::V1CpuacctUsage).map(|ns| ns as f64 / 1e9);
         }
         if self.layout.root(Slot::Cpu).is_some() {
-            if let Some([Some(p), Some(n), Some(ns)]) = self.read_keyed(
-                t,
-                CgFile::V1CpuStat,
-                ["nr_periods", "nr_throttled", "throttled_time"],
-            ) {
+            if let Some([Some(p), Some(n), Some(ns)]) =
+                self.read_keyed(t, CgFile::V1CpuStat, ["nr_periods", "nr_throttled", "throttled_time"])
+            {
                 throttle = Some((p, n, ns as f64 / 1e9));
             }
-        } else if let Some([u, p, n, us]) = self.read_keyed(
-            t,
-            CgFile::V2CpuStat,
-            ["usage_usec", "nr_periods", "nr_throttled", "throttled_usec"],
-        ) {
+        } else if let Some([u, p, n, us]) =
+            self.read_keyed(t, CgFile::V2CpuStat, ["usage_usec", "nr_periods", "nr_throttled", "throttled_usec"])
+        {
             if usage.is_none() {
                 usage = u.map(|us| us as f64 / 1e6);
             }
@@ -465,26 +394,14 @@ impl Ctx<'_> {
             cache: Option<u64>,
             failcnt: Option<u64>,
         }
-        let mut events: [(&str, Option<u64>); 5] = [
-            ("low", None),
-            ("high", None),
-            ("max", None),
-            ("oom", None),
-            ("oom_kill", None),
-        ];
+        let mut events: [(&str, Option<u64>); 5] =
+            [("low", None), ("high", None), ("max", None), ("oom", None), ("oom_kill", None)];
         let m = if self.layout.root(Slot::Memory).is_some() {
             let usage = self.read_u64(t, CgFile::V1MemUsage);
             let stat = self.read_keyed(
                 t,
                 CgFile::V1MemStat,
-                [
-                    "total_inactive_file",
-                    "total_rss",
-                    "total_cache",
-                    "inactive_file",
-                    "rss",
-                    "cache",
-                ],
+                ["total_inactive_file", "total_rss", "total_cache", "inactive_file", "rss", "cache"],
             );
             // Hierarchical totals when the kernel has them (it always has since 2.6.30).
             let [ti, tr, tc, i, r, c] = stat.unwrap_or_default();
@@ -492,34 +409,17 @@ impl Ctx<'_> {
             if let Some([oom_kill]) = self.read_keyed(t, CgFile::V1OomControl, ["oom_kill"]) {
                 events[4].1 = oom_kill;
             }
-            Mem {
-                usage,
-                inactive_file: ti.or(i),
-                rss: tr.or(r),
-                cache: tc.or(c),
-                failcnt,
-            }
+            Mem { usage, inactive_file: ti.or(i), rss: tr.or(r), cache: tc.or(c), failcnt }
         } else {
             let usage = self.read_u64(t, CgFile::V2MemCurrent);
-            let [i, anon, file] = self
-                .read_keyed(t, CgFile::V2MemStat, ["inactive_file", "anon", "file"])
-                .unwrap_or_default();
-            if let Some(v) = self.read_keyed(
-                t,
-                CgFile::V2MemEvents,
-                ["low", "high", "max", "oom", "oom_kill"],
-            ) {
+            let [i, anon, file] =
+                self.read_keyed(t, CgFile::V2MemStat, ["inactive_file", "anon", "file"]).unwrap_or_default();
+            if let Some(v) = self.read_keyed(t, CgFile::V2MemEvents, ["low", "high", "max", "oom", "oom_kill"]) {
                 for (slot, v) in events.iter_mut().zip(v) {
                     slot.1 = v;
                 }
             }
-            Mem {
-                usage,
-                inactive_file: i,
-                rss: anon,
-                cache: file,
-                failcnt: None,
-            }
+            Mem { usage, inactive_file: i, rss: anon, cache: file, failcnt: None }
         };
         let r = t.resource.as_str();
         if let Some(u) = m.usage {
@@ -548,26 +448,11 @@ impl Ctx<'_> {
     fn sample_io(&mut self, t: &mut Target, out: &mut Vec<Sample>) {
         let (mut bytes, mut ops) = (None, None);
         if self.layout.root(Slot::Blkio).is_some() {
-            for (file, dest) in [
-                (CgFile::V1BlkioBytes, &mut bytes),
-                (CgFile::V1BlkioOps, &mut ops),
-            ] {
-                let Some(text) = self.read(t, file) else {
-                    continue;
-                };
-                match cgroupfs::blkio_read_write(text) {
-                    Ok(rw) => *dest = Some(rw),
-                    Err(e) => self.parse_failed(e),
-                }
-            }
-        } else if let Some(text) = self.read(t, CgFile::V2IoStat) {
-            match cgroupfs::io_stat(text) {
-                Ok(io) => {
-                    bytes = Some((io.read_bytes, io.write_bytes));
-                    ops = Some((io.reads, io.writes));
-                }
-                Err(e) => self.parse_failed(e),
-            }
+            bytes = self.read_parsed(t, CgFile::V1BlkioBytes, cgroupfs::blkio_read_write);
+            ops = self.read_parsed(t, CgFile::V1BlkioOps, cgroupfs::blkio_read_write);
+        } else if let Some(io) = self.read_parsed(t, CgFile::V2IoStat, cgroupfs::io_stat) {
+            bytes = Some((io.read_bytes, io.write_bytes));
+            ops = Some((io.reads, io.writes));
         }
         let r = t.resource.as_str();
         if let Some((rd, wr)) = bytes {
@@ -581,11 +466,7 @@ impl Ctx<'_> {
     }
 
     fn sample_pids(&mut self, t: &mut Target, out: &mut Vec<Sample>) {
-        let file = if self.layout.root(Slot::Pids).is_some() {
-            CgFile::V1PidsCurrent
-        } else {
-            CgFile::V2PidsCurrent
-        };
+        let file = if self.layout.root(Slot::Pids).is_some() { CgFile::V1PidsCurrent } else { CgFile::V2PidsCurrent };
         if let Some(v) = self.read_u64(t, file) {
             push(out, &t.resource, &PIDS_CURRENT, &[], v as f64);
         }
@@ -594,27 +475,18 @@ impl Ctx<'_> {
     fn sample_pressure(&mut self, t: &mut Target, out: &mut Vec<Sample>) {
         const PSI: [(CgFile, Family, Family); 3] = [
             (CgFile::V2CpuPressure, PSI_CPU_WAITING, PSI_CPU_STALLED),
-            (
-                CgFile::V2MemPressure,
-                PSI_MEMORY_WAITING,
-                PSI_MEMORY_STALLED,
-            ),
+            (CgFile::V2MemPressure, PSI_MEMORY_WAITING, PSI_MEMORY_STALLED),
             (CgFile::V2IoPressure, PSI_IO_WAITING, PSI_IO_STALLED),
         ];
         for (file, waiting, stalled) in PSI {
-            let Some(text) = self.read(t, file) else {
+            let Some(p) = self.read_parsed(t, file, procfs::pressure) else {
                 continue;
             };
-            match procfs::pressure(text) {
-                Ok(p) => {
-                    if let Some(some) = p.some {
-                        push(out, &t.resource, &waiting, &[], some.total_us as f64 / 1e6);
-                    }
-                    if let Some(full) = p.full {
-                        push(out, &t.resource, &stalled, &[], full.total_us as f64 / 1e6);
-                    }
-                }
-                Err(e) => self.parse_failed(e),
+            if let Some(some) = p.some {
+                push(out, &t.resource, &waiting, &[], some.total_us as f64 / 1e6);
+            }
+            if let Some(full) = p.full {
+                push(out, &t.resource, &stalled, &[], full.total_us as f64 / 1e6);
             }
         }
     }
@@ -706,11 +578,6 @@ impl CgroupSampler {
     }
 
     /// Re-detects the hierarchies, re-lists the workloads and re-reads their limits.
-    #[cfg(test)]
-    pub(crate) fn targets_len(&self) -> usize {
-        self.targets.len()
-    }
-
     fn discover(&mut self) {
         let mountinfo = match self.reader.read(&self.mountinfo) {
             Ok(text) => Some(text),
@@ -745,10 +612,7 @@ impl CgroupSampler {
         };
         let found = discovery::find(&self.layout, &wanted, &mut self.errors);
         let before = self.targets.len();
-        self.targets = found
-            .into_iter()
-            .map(|f| Target::new(f, &self.layout))
-            .collect();
+        self.targets = found.into_iter().map(|f| Target::new(f, &self.layout)).collect();
         let mut cx = Ctx {
             layout: &self.layout,
             reader: &mut self.reader,
@@ -768,9 +632,7 @@ impl Sampler for CgroupSampler {
     }
 
     fn sample(&mut self, out: &mut Vec<Sample>) {
-        let due = self
-            .last_discovery
-            .is_none_or(|t| t.elapsed() >= self.cfg.discovery_interval);
+        let due = self.last_discovery.is_none_or(|t| t.elapsed() >= self.cfg.discovery_interval);
         if due {
             self.discover();
             self.last_discovery = Some(Instant::now());
@@ -810,10 +672,7 @@ mod tests {
         ContainerSamplerConfig {
             cgroup_root: root.join("sys/fs/cgroup"),
             proc_root: root.join("proc"),
-            cgroups: vec![NamedCgroup {
-                name: "demo-web".into(),
-                path: "augur-demo/web".into(),
-            }],
+            cgroups: vec![NamedCgroup { name: "demo-web".into(), path: "augur-demo/web".into() }],
             watch_prefixes: vec!["batch".into()],
             ..ContainerSamplerConfig::default()
         }
@@ -870,110 +729,40 @@ mod tests {
         assert_eq!(v("container_spec_cpu_limit_cores"), Some(1.5));
         assert_eq!(v("container_memory_usage_bytes"), Some(167772160.0));
         assert_eq!(v("container_spec_memory_limit_bytes"), Some(536870912.0));
-        assert_eq!(
-            v("container_memory_working_set_bytes"),
-            Some(167772160.0 - 41943040.0)
-        );
+        assert_eq!(v("container_memory_working_set_bytes"), Some(167772160.0 - 41943040.0));
         assert_eq!(v("container_memory_rss"), Some(52428800.0));
         assert_eq!(v("container_memory_cache"), Some(104857600.0));
         assert_eq!(v("container_memory_failcnt"), Some(7.0));
-        assert_eq!(
-            value(
-                &out,
-                DOCKER_A,
-                "container_memory_events_total",
-                &[("event", "oom_kill")]
-            ),
-            Some(2.0)
-        );
-        assert_eq!(
-            count(&out, DOCKER_A, "container_memory_events_total"),
-            1,
-            "v1 has only oom_kill"
-        );
+        assert_eq!(value(&out, DOCKER_A, "container_memory_events_total", &[("event", "oom_kill")]), Some(2.0));
+        assert_eq!(count(&out, DOCKER_A, "container_memory_events_total"), 1, "v1 has only oom_kill");
         assert_eq!(v("container_fs_reads_bytes_total"), Some(4097000.0));
         assert_eq!(v("container_fs_writes_bytes_total"), Some(8192000.0));
         assert_eq!(v("container_fs_reads_total"), Some(1100.0));
         assert_eq!(v("container_fs_writes_total"), Some(200.0));
         assert_eq!(v("container_pids_current"), Some(12.0));
         assert_eq!(v("container_spec_pids_max"), Some(100.0));
-        let usage = out.iter().find(|x| {
-            x.key.resource == DOCKER_A && x.key.metric == "container_cpu_usage_seconds_total"
-        });
+        let usage =
+            out.iter().find(|x| x.key.resource == DOCKER_A && x.key.metric == "container_cpu_usage_seconds_total");
         assert_eq!(usage.map(|x| x.key.kind), Some(Counter));
 
         // Unlimited limits are omitted.
-        for m in [
-            "container_spec_cpu_limit_cores",
-            "container_spec_memory_limit_bytes",
-            "container_spec_pids_max",
-        ] {
+        for m in ["container_spec_cpu_limit_cores", "container_spec_memory_limit_bytes", "container_spec_pids_max"] {
             assert_eq!(value(&out, &pod, m, &[]), None, "{m}");
         }
-        assert_eq!(
-            value(&out, &pod, "container_memory_working_set_bytes", &[]),
-            Some(20971520.0 - 524288.0)
-        );
+        assert_eq!(value(&out, &pod, "container_memory_working_set_bytes", &[]), Some(20971520.0 - 524288.0));
         // No blkio cgroup for the service: no fs series and no error.
-        assert_eq!(
-            count(
-                &out,
-                "service/nginx.service",
-                "container_fs_reads_bytes_total"
-            ),
-            0
-        );
-        assert_eq!(
-            value(
-                &out,
-                "service/nginx.service",
-                "container_spec_pids_max",
-                &[]
-            ),
-            Some(4915.0)
-        );
-        assert_eq!(
-            value(
-                &out,
-                "cgroup/demo-web",
-                "container_spec_cpu_limit_cores",
-                &[]
-            ),
-            Some(0.5)
-        );
-        assert_eq!(
-            value(
-                &out,
-                "cgroup/batch/job-2",
-                "container_memory_usage_bytes",
-                &[]
-            ),
-            Some(8192.0)
-        );
+        assert_eq!(count(&out, "service/nginx.service", "container_fs_reads_bytes_total"), 0);
+        assert_eq!(value(&out, "service/nginx.service", "container_spec_pids_max", &[]), Some(4915.0));
+        assert_eq!(value(&out, "cgroup/demo-web", "container_spec_cpu_limit_cores", &[]), Some(0.5));
+        assert_eq!(value(&out, "cgroup/batch/job-2", "container_memory_usage_bytes", &[]), Some(8192.0));
         // The broken container still reports what could be read.
         let broken = "container/c0ffee00c0ff";
-        assert_eq!(
-            value(&out, broken, "container_cpu_usage_seconds_total", &[]),
-            None
-        );
+        assert_eq!(value(&out, broken, "container_cpu_usage_seconds_total", &[]), None);
         assert_eq!(value(&out, broken, "container_memory_rss", &[]), None);
-        assert_eq!(
-            value(&out, broken, "container_memory_usage_bytes", &[]),
-            Some(4096.0)
-        );
-        assert_eq!(
-            value(&out, broken, "container_pids_current", &[]),
-            Some(1.0)
-        );
+        assert_eq!(value(&out, broken, "container_memory_usage_bytes", &[]), Some(4096.0));
+        assert_eq!(value(&out, broken, "container_pids_current", &[]), Some(1.0));
         // v1 has no PSI.
-        assert_eq!(
-            count(
-                &out,
-                DOCKER_A,
-                "container_pressure_cpu_waiting_seconds_total"
-            ),
-            0
-        );
+        assert_eq!(count(&out, DOCKER_A, "container_pressure_cpu_waiting_seconds_total"), 0);
     }
 
     #[test]
@@ -981,14 +770,8 @@ mod tests {
         let mut s = CgroupSampler::new(&config_for(&fixture("cgroup-v2")));
         let out = tick(&mut s);
         let pod = format!("pod/{UID}/a1b2c3d4e5f6");
-        let want: BTreeSet<&str> = [
-            DOCKER_A,
-            pod.as_str(),
-            "service/sshd.service",
-            "service/broken.service",
-            "cgroup/demo-web",
-        ]
-        .into();
+        let want: BTreeSet<&str> =
+            [DOCKER_A, pod.as_str(), "service/sshd.service", "service/broken.service", "cgroup/demo-web"].into();
         assert_eq!(resources(&out), want);
         // broken.service: malformed memory.events and io.stat.
         assert_eq!(s.errors(), 2);
@@ -1001,35 +784,14 @@ mod tests {
         assert_eq!(v("container_spec_cpu_limit_cores"), Some(2.0));
         assert_eq!(v("container_memory_usage_bytes"), Some(268435456.0));
         assert_eq!(v("container_spec_memory_limit_bytes"), Some(1073741824.0));
-        assert_eq!(
-            v("container_memory_working_set_bytes"),
-            Some(268435456.0 - 67108864.0)
-        );
+        assert_eq!(v("container_memory_working_set_bytes"), Some(268435456.0 - 67108864.0));
         assert_eq!(v("container_memory_rss"), Some(134217728.0));
         assert_eq!(v("container_memory_cache"), Some(117440512.0));
         assert_eq!(v("container_memory_failcnt"), None, "v2 has no failcnt");
-        for (event, n) in [
-            ("low", 0.0),
-            ("high", 5.0),
-            ("max", 3.0),
-            ("oom", 1.0),
-            ("oom_kill", 1.0),
-        ] {
-            assert_eq!(
-                value(
-                    &out,
-                    DOCKER_A,
-                    "container_memory_events_total",
-                    &[("event", event)]
-                ),
-                Some(n),
-                "{event}"
-            );
+        for (event, n) in [("low", 0.0), ("high", 5.0), ("max", 3.0), ("oom", 1.0), ("oom_kill", 1.0)] {
+            assert_eq!(value(&out, DOCKER_A, "container_memory_events_total", &[("event", event)]), Some(n), "{event}");
         }
-        assert_eq!(
-            v("container_fs_reads_bytes_total"),
-            Some(1048576.0 + 4096.0)
-        );
+        assert_eq!(v("container_fs_reads_bytes_total"), Some(1048576.0 + 4096.0));
         assert_eq!(v("container_fs_writes_bytes_total"), Some(2097152.0));
         assert_eq!(v("container_fs_reads_total"), Some(257.0));
         assert_eq!(v("container_fs_writes_total"), Some(512.0));
@@ -1037,45 +799,26 @@ mod tests {
         assert_eq!(v("container_spec_pids_max"), Some(200.0));
         assert_eq!(v("container_pressure_cpu_waiting_seconds_total"), Some(1.5));
         assert_eq!(v("container_pressure_cpu_stalled_seconds_total"), Some(0.5));
-        assert_eq!(
-            v("container_pressure_memory_waiting_seconds_total"),
-            Some(2.5)
-        );
-        assert_eq!(
-            v("container_pressure_memory_stalled_seconds_total"),
-            Some(1.0)
-        );
+        assert_eq!(v("container_pressure_memory_waiting_seconds_total"), Some(2.5));
+        assert_eq!(v("container_pressure_memory_stalled_seconds_total"), Some(1.0));
         assert_eq!(v("container_pressure_io_waiting_seconds_total"), Some(0.3));
         assert_eq!(v("container_pressure_io_stalled_seconds_total"), Some(0.1));
 
-        for m in [
-            "container_spec_cpu_limit_cores",
-            "container_spec_memory_limit_bytes",
-            "container_spec_pids_max",
-        ] {
+        for m in ["container_spec_cpu_limit_cores", "container_spec_memory_limit_bytes", "container_spec_pids_max"] {
             assert_eq!(value(&out, &pod, m, &[]), None, "{m}");
         }
         // cpu and io controllers not enabled for sshd: usage only, and no error.
         let sshd = "service/sshd.service";
-        assert_eq!(
-            value(&out, sshd, "container_cpu_usage_seconds_total", &[]),
-            Some(3.0)
-        );
+        assert_eq!(value(&out, sshd, "container_cpu_usage_seconds_total", &[]), Some(3.0));
         assert_eq!(count(&out, sshd, "container_cpu_cfs_periods_total"), 0);
         assert_eq!(count(&out, sshd, "container_spec_cpu_limit_cores"), 0);
         assert_eq!(count(&out, sshd, "container_fs_reads_total"), 0);
-        assert_eq!(
-            value(&out, sshd, "container_memory_working_set_bytes", &[]),
-            Some(6291456.0 - 1048576.0)
-        );
+        assert_eq!(value(&out, sshd, "container_memory_working_set_bytes", &[]), Some(6291456.0 - 1048576.0));
         // The broken service keeps its other series.
         let broken = "service/broken.service";
         assert_eq!(count(&out, broken, "container_memory_events_total"), 0);
         assert_eq!(count(&out, broken, "container_fs_reads_total"), 0);
-        assert_eq!(
-            value(&out, broken, "container_memory_usage_bytes", &[]),
-            Some(4096.0)
-        );
+        assert_eq!(value(&out, broken, "container_memory_usage_bytes", &[]), Some(4096.0));
 
         // Files found absent are not retried every tick, and errors recur per tick.
         let again = tick(&mut s);
@@ -1087,58 +830,32 @@ mod tests {
     fn hybrid_fixture_reads_v1_controllers_and_unified_psi() {
         let mut s = CgroupSampler::new(&config_for(&fixture("cgroup-hybrid")));
         let out = tick(&mut s);
-        assert_eq!(
-            resources(&out),
-            [DOCKER_A, "service/postgresql.service"].into()
-        );
+        assert_eq!(resources(&out), [DOCKER_A, "service/postgresql.service"].into());
         assert_eq!(s.errors(), 0);
         let pg = "service/postgresql.service";
         let v = |m: &str| value(&out, pg, m, &[]);
         assert_eq!(v("container_cpu_usage_seconds_total"), Some(77.0));
         assert_eq!(v("container_cpu_cfs_throttled_seconds_total"), Some(1.5));
         assert_eq!(v("container_spec_cpu_limit_cores"), Some(2.0));
-        assert_eq!(
-            v("container_memory_working_set_bytes"),
-            Some(536870912.0 - 134217728.0)
-        );
-        assert_eq!(
-            v("container_fs_reads_bytes_total"),
-            Some(11000.0),
-            "non-recursive blkio files"
-        );
+        assert_eq!(v("container_memory_working_set_bytes"), Some(536870912.0 - 134217728.0));
+        assert_eq!(v("container_fs_reads_bytes_total"), Some(11000.0), "non-recursive blkio files");
         assert_eq!(v("container_pressure_cpu_waiting_seconds_total"), Some(4.0));
         assert_eq!(v("container_pressure_io_stalled_seconds_total"), Some(2.0));
         // Docker with the cgroupfs driver has no unified cgroup: no PSI, no error.
-        assert_eq!(
-            count(
-                &out,
-                DOCKER_A,
-                "container_pressure_cpu_waiting_seconds_total"
-            ),
-            0
-        );
-        assert_eq!(
-            value(&out, DOCKER_A, "container_fs_writes_bytes_total", &[]),
-            Some(4096.0)
-        );
+        assert_eq!(count(&out, DOCKER_A, "container_pressure_cpu_waiting_seconds_total"), 0);
+        assert_eq!(value(&out, DOCKER_A, "container_fs_writes_bytes_total", &[]), Some(4096.0));
     }
 
     #[test]
     fn named_cgroup_wins_over_discovery() {
         let mut cfg = config_for(&fixture("cgroup-v1"));
-        cfg.cgroups.push(NamedCgroup {
-            name: "db".into(),
-            path: format!("/docker/{ID_A}/"),
-        });
+        cfg.cgroups.push(NamedCgroup { name: "db".into(), path: format!("/docker/{ID_A}/") });
         let mut s = CgroupSampler::new(&cfg);
         let out = tick(&mut s);
         let res = resources(&out);
         assert!(res.contains("cgroup/db"));
         assert!(!res.contains(DOCKER_A));
-        assert_eq!(
-            value(&out, "cgroup/db", "container_pids_current", &[]),
-            Some(12.0)
-        );
+        assert_eq!(value(&out, "cgroup/db", "container_pids_current", &[]), Some(12.0));
     }
 
     #[test]
@@ -1152,21 +869,8 @@ mod tests {
         };
         let mut s = CgroupSampler::new(&cfg);
         let out = tick(&mut s);
-        assert_eq!(
-            resources(&out),
-            [
-                "cgroup/demo-web",
-                "cgroup/batch/job-1",
-                "cgroup/batch/job-2"
-            ]
-            .into()
-        );
-        let only_docker = ContainerSamplerConfig {
-            docker: true,
-            cgroups: vec![],
-            watch_prefixes: vec![],
-            ..cfg
-        };
+        assert_eq!(resources(&out), ["cgroup/demo-web", "cgroup/batch/job-1", "cgroup/batch/job-2"].into());
+        let only_docker = ContainerSamplerConfig { docker: true, cgroups: vec![], watch_prefixes: vec![], ..cfg };
         let out = tick(&mut CgroupSampler::new(&only_docker));
         assert_eq!(resources(&out), [DOCKER_A, "container/c0ffee00c0ff"].into());
     }
@@ -1175,28 +879,19 @@ mod tests {
     fn vanished_cgroup_is_dropped_without_errors() {
         let tmp = tempfile::tempdir().expect("tempdir");
         copy_tree(&fixture("cgroup-v2"), tmp.path());
-        let cfg = ContainerSamplerConfig {
-            discovery_interval: Duration::from_secs(3600),
-            ..config_for(tmp.path())
-        };
+        let cfg = ContainerSamplerConfig { discovery_interval: Duration::from_secs(3600), ..config_for(tmp.path()) };
         let mut s = CgroupSampler::new(&cfg);
         let out = tick(&mut s);
         assert!(resources(&out).contains(DOCKER_A));
         let errors = s.errors();
 
         // Removed after discovery: no samples (not even partial ones), no error.
-        let dir = tmp
-            .path()
-            .join(format!("sys/fs/cgroup/system.slice/docker-{ID_A}.scope"));
+        let dir = tmp.path().join(format!("sys/fs/cgroup/system.slice/docker-{ID_A}.scope"));
         fs::remove_dir_all(&dir).expect("remove cgroup");
         let out = tick(&mut s);
         assert!(!resources(&out).contains(DOCKER_A));
         assert!(resources(&out).contains("service/sshd.service"));
-        assert_eq!(
-            s.errors(),
-            errors * 2,
-            "only the broken service's errors recur"
-        );
+        assert_eq!(s.errors(), errors * 2, "only the broken service's errors recur");
         let out = tick(&mut s);
         assert_eq!(count(&out, DOCKER_A, "container_memory_usage_bytes"), 0);
         assert_eq!(s.errors(), errors * 3);
@@ -1206,30 +901,16 @@ mod tests {
     fn new_cgroup_appears_at_next_discovery() {
         let tmp = tempfile::tempdir().expect("tempdir");
         copy_tree(&fixture("cgroup-v2"), tmp.path());
-        let cfg = ContainerSamplerConfig {
-            discovery_interval: Duration::ZERO,
-            ..config_for(tmp.path())
-        };
+        let cfg = ContainerSamplerConfig { discovery_interval: Duration::ZERO, ..config_for(tmp.path()) };
         let mut s = CgroupSampler::new(&cfg);
         let out = tick(&mut s);
         let new_id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
         assert!(!resources(&out).contains("container/0123456789ab"));
 
         let root = tmp.path().join("sys/fs/cgroup/system.slice");
-        copy_tree(
-            &root.join(format!("docker-{ID_A}.scope")),
-            &root.join(format!("docker-{new_id}.scope")),
-        );
+        copy_tree(&root.join(format!("docker-{ID_A}.scope")), &root.join(format!("docker-{new_id}.scope")));
         let out = tick(&mut s);
-        assert_eq!(
-            value(
-                &out,
-                "container/0123456789ab",
-                "container_pids_current",
-                &[]
-            ),
-            Some(20.0)
-        );
+        assert_eq!(value(&out, "container/0123456789ab", "container_pids_current", &[]), Some(20.0));
 
         fs::remove_dir_all(root.join(format!("docker-{new_id}.scope"))).expect("remove cgroup");
         let errors = s.errors();
@@ -1249,10 +930,7 @@ mod tests {
         assert!(tick(&mut s).is_empty());
         assert_eq!(s.errors(), 0);
         // An unreadable mount table is counted.
-        let cfg = ContainerSamplerConfig {
-            proc_root: "/nonexistent/proc".into(),
-            ..cfg
-        };
+        let cfg = ContainerSamplerConfig { proc_root: "/nonexistent/proc".into(), ..cfg };
         let mut s = CgroupSampler::new(&cfg);
         assert!(tick(&mut s).is_empty());
         assert_eq!(s.errors(), 1);
@@ -1276,21 +954,11 @@ mod tests {
         assert_eq!(cfg.proc_root, PathBuf::from("/proc"));
         assert!(!cfg.docker && cfg.kubernetes);
         assert_eq!(cfg.discovery_interval, Duration::from_secs(10));
-        assert_eq!(
-            cfg.cgroups,
-            vec![NamedCgroup {
-                name: "web".into(),
-                path: "augur-demo/web".into()
-            }]
-        );
-        let back: ContainerSamplerConfig =
-            toml::from_str(&toml::to_string(&cfg).expect("serialises")).expect("parses");
+        assert_eq!(cfg.cgroups, vec![NamedCgroup { name: "web".into(), path: "augur-demo/web".into() }]);
+        let back: ContainerSamplerConfig = toml::from_str(&toml::to_string(&cfg).expect("serialises")).expect("parses");
         assert_eq!(back, cfg);
         assert!(toml::from_str::<ContainerSamplerConfig>("dockerd = true").is_err());
-        assert!(
-            toml::from_str::<ContainerSamplerConfig>("[[cgroups]]\nname = \"x\"\n").is_err(),
-            "path is required"
-        );
+        assert!(toml::from_str::<ContainerSamplerConfig>("[[cgroups]]\nname = \"x\"\n").is_err(), "path is required");
     }
 
     /// Kills the test's child and removes its cgroups, also when an assertion failed.
@@ -1309,9 +977,7 @@ mod tests {
                 // The kernel may need a moment to release the cgroup of a just-reaped task.
                 for _ in 0..50 {
                     match fs::remove_dir(d) {
-                        Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                            std::thread::sleep(Duration::from_millis(20))
-                        }
+                        Err(e) if e.kind() != io::ErrorKind::NotFound => std::thread::sleep(Duration::from_millis(20)),
                         _ => break,
                     }
                 }
@@ -1340,10 +1006,7 @@ mod tests {
             return;
         }
         let name = format!("augur-sampler-test-{}", std::process::id());
-        let mut guard = RealCgroup {
-            dirs: Vec::new(),
-            child: None,
-        };
+        let mut guard = RealCgroup { dirs: Vec::new(), child: None };
         for slot in [Slot::Memory, Slot::Cpu, Slot::Cpuacct, Slot::Pids] {
             let Some(root) = layout.root(slot) else {
                 continue;
@@ -1353,10 +1016,7 @@ mod tests {
                 continue; // comma-combined mount, e.g. cpu,cpuacct
             }
             if let Err(e) = fs::create_dir(&dir) {
-                eprintln!(
-                    "skipping real_v1_named_cgroup_is_sampled: cannot create {}: {e}",
-                    dir.display()
-                );
+                eprintln!("skipping real_v1_named_cgroup_is_sampled: cannot create {}: {e}", dir.display());
                 return;
             }
             guard.dirs.push(dir);
@@ -1379,10 +1039,7 @@ mod tests {
             containerd: false,
             kubernetes: false,
             systemd_services: false,
-            cgroups: vec![NamedCgroup {
-                name: name.clone(),
-                path: name.clone(),
-            }],
+            cgroups: vec![NamedCgroup { name: name.clone(), path: name.clone() }],
             discovery_interval: Duration::ZERO,
             ..ContainerSamplerConfig::default()
         };
@@ -1396,22 +1053,13 @@ mod tests {
             pids = value(&out, &resource, "container_pids_current", &[]);
             if memory.is_some_and(|m| m >= 1.0) && pids.is_some_and(|p| p >= 1.0) {
                 let usage = value(&out, &resource, "container_cpu_usage_seconds_total", &[]);
-                assert!(
-                    usage.is_some(),
-                    "cpu usage of the child (pid {pid}) is reported"
-                );
+                assert!(usage.is_some(), "cpu usage of the child (pid {pid}) is reported");
                 break;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        assert!(
-            memory.is_some_and(|m| m >= 1.0),
-            "memory usage {memory:?} for pid {pid}"
-        );
-        assert!(
-            pids.is_some_and(|p| p >= 1.0),
-            "pids {pids:?} for pid {pid}"
-        );
+        assert!(memory.is_some_and(|m| m >= 1.0), "memory usage {memory:?} for pid {pid}");
+        assert!(pids.is_some_and(|p| p >= 1.0), "pids {pids:?} for pid {pid}");
         assert_eq!(s.errors(), 0);
     }
 }

@@ -9,9 +9,7 @@ pub(crate) const V1_UNLIMITED: u64 = 1 << 62;
 
 /// A file holding one unsigned integer (`memory.usage_in_bytes`, `pids.current`, …).
 pub(crate) fn single_u64(text: &str) -> Result<u64, ParseError> {
-    text.trim()
-        .parse()
-        .map_err(|_| ParseError("expected one unsigned integer"))
+    text.trim().parse().map_err(|_| ParseError("expected one unsigned integer"))
 }
 
 /// A v2 limit file holding an integer or `max` (`memory.max`, `pids.max`); `None` is
@@ -19,10 +17,7 @@ pub(crate) fn single_u64(text: &str) -> Result<u64, ParseError> {
 pub(crate) fn max_or_u64(text: &str) -> Result<Option<u64>, ParseError> {
     match text.trim() {
         "max" => Ok(None),
-        t => t
-            .parse()
-            .map(Some)
-            .map_err(|_| ParseError("expected an integer or \"max\"")),
+        t => t.parse().map(Some).map_err(|_| ParseError("expected an integer or \"max\"")),
     }
 }
 
@@ -31,32 +26,24 @@ pub(crate) fn max_or_u64(text: &str) -> Result<Option<u64>, ParseError> {
 pub(crate) fn cpu_max_cores(text: &str) -> Result<Option<f64>, ParseError> {
     let mut it = text.split_ascii_whitespace();
     let quota = it.next().ok_or(ParseError("empty cpu.max"))?;
-    let period: u64 = it
-        .next()
-        .and_then(|p| p.parse().ok())
-        .ok_or(ParseError("cpu.max without a period"))?;
+    let period: u64 = it.next().and_then(|p| p.parse().ok()).ok_or(ParseError("cpu.max without a period"))?;
     if quota == "max" {
         return Ok(None);
     }
     let quota: u64 = quota.parse().map_err(|_| ParseError("bad cpu.max quota"))?;
-    quota_cores(quota, period).map(Some)
+    quota_cores(quota, period).map(Some).ok_or(ParseError("cpu.max period is 0"))
 }
 
 /// v1 `cpu.cfs_quota_us` in microseconds; `None` for -1 (unlimited).
 pub(crate) fn cfs_quota_us(text: &str) -> Result<Option<u64>, ParseError> {
-    let quota: i64 = text
-        .trim()
-        .parse()
-        .map_err(|_| ParseError("bad cpu.cfs_quota_us"))?;
+    let quota: i64 = text.trim().parse().map_err(|_| ParseError("bad cpu.cfs_quota_us"))?;
     Ok(u64::try_from(quota).ok())
 }
 
-/// A CFS quota per period as a number of cores.
-pub(crate) fn quota_cores(quota_us: u64, period_us: u64) -> Result<f64, ParseError> {
-    if period_us == 0 {
-        return Err(ParseError("CFS period is 0"));
-    }
-    Ok(quota_us as f64 / period_us as f64)
+/// A CFS quota per period as a number of cores; `None` for a zero period, which the
+/// kernel never reports.
+pub(crate) fn quota_cores(quota_us: u64, period_us: u64) -> Option<f64> {
+    (period_us > 0).then(|| quota_us as f64 / period_us as f64)
 }
 
 /// Sums of the `Read` and `Write` rows over all devices of a v1
@@ -67,8 +54,7 @@ pub(crate) fn blkio_read_write(text: &str) -> Result<(u64, u64), ParseError> {
         let toks: Vec<&str> = line.split_ascii_whitespace().collect();
         match toks.as_slice() {
             ["Total", v] => {
-                v.parse::<u64>()
-                    .map_err(|_| ParseError("bad blkio total"))?;
+                v.parse::<u64>().map_err(|_| ParseError("bad blkio total"))?;
             }
             [_dev, op, v] => {
                 let v: u64 = v.parse().map_err(|_| ParseError("bad blkio value"))?;
@@ -103,9 +89,7 @@ pub(crate) fn io_stat(text: &str) -> Result<IoTotals, ParseError> {
             return Err(ParseError("io.stat line without a device"));
         }
         for tok in it {
-            let (k, v) = tok
-                .split_once('=')
-                .ok_or(ParseError("io.stat field without '='"))?;
+            let (k, v) = tok.split_once('=').ok_or(ParseError("io.stat field without '='"))?;
             let slot = match k {
                 "rbytes" => &mut t.read_bytes,
                 "wbytes" => &mut t.write_bytes,
@@ -123,10 +107,7 @@ pub(crate) fn io_stat(text: &str) -> Result<IoTotals, ParseError> {
 
 /// Looks up keys of a flat keyed file (`memory.stat`, `cpu.stat`, `memory.events`) in one
 /// pass: `out[i]` receives the value of `keys[i]`. Any malformed line is an error.
-pub(crate) fn keyed_values<const N: usize>(
-    text: &str,
-    keys: [&str; N],
-) -> Result<[Option<u64>; N], ParseError> {
+pub(crate) fn keyed_values<const N: usize>(text: &str, keys: [&str; N]) -> Result<[Option<u64>; N], ParseError> {
     let mut out = [None; N];
     for kv in flat_keyed(text) {
         let (k, v) = kv?;
@@ -166,8 +147,8 @@ mod tests {
         assert_eq!(cfs_quota_us("-1\n"), Ok(None));
         assert_eq!(cfs_quota_us("50000\n"), Ok(Some(50000)));
         assert!(cfs_quota_us("").is_err());
-        assert_eq!(quota_cores(50000, 100000), Ok(0.5));
-        assert!(quota_cores(50000, 0).is_err());
+        assert_eq!(quota_cores(50000, 100000), Some(0.5));
+        assert_eq!(quota_cores(50000, 0), None);
     }
 
     #[test]
@@ -184,15 +165,7 @@ mod tests {
     fn io_stat_sums_devices() {
         let text = "8:0 rbytes=1024 wbytes=2048 rios=1 wios=2 dbytes=0 dios=0\n\
                     253:0 rbytes=1 wbytes=1 rios=1 wios=1 dbytes=0 dios=0 cost.vrate=100.00\n";
-        assert_eq!(
-            io_stat(text),
-            Ok(IoTotals {
-                read_bytes: 1025,
-                write_bytes: 2049,
-                reads: 2,
-                writes: 3
-            })
-        );
+        assert_eq!(io_stat(text), Ok(IoTotals { read_bytes: 1025, write_bytes: 2049, reads: 2, writes: 3 }));
         assert_eq!(io_stat(""), Ok(IoTotals::default()));
         assert!(io_stat("8:0 rbytes=\n").is_err());
         assert!(io_stat("rbytes=1\n").is_err());

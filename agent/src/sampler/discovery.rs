@@ -51,14 +51,7 @@ pub(crate) const SLOTS: usize = 6;
 
 /// Order in which hierarchies are preferred for walking and for deciding whether a
 /// cgroup still exists.
-const PRIMARY_ORDER: [Slot; SLOTS] = [
-    Slot::Memory,
-    Slot::Unified,
-    Slot::Cpuacct,
-    Slot::Cpu,
-    Slot::Pids,
-    Slot::Blkio,
-];
+const PRIMARY_ORDER: [Slot; SLOTS] = [Slot::Memory, Slot::Unified, Slot::Cpuacct, Slot::Cpu, Slot::Pids, Slot::Blkio];
 
 /// The cgroup hierarchies found on this host.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -78,9 +71,7 @@ impl Layout {
 
     /// Whether any v1 controller we read is mounted.
     pub(crate) fn has_v1(&self) -> bool {
-        self.roots[..Slot::Unified as usize]
-            .iter()
-            .any(Option::is_some)
+        self.roots[..Slot::Unified as usize].iter().any(Option::is_some)
     }
 
     /// The hierarchy walked to find containers: v1 memory if mounted, else the unified one.
@@ -123,18 +114,15 @@ pub(crate) fn detect_layout(mountinfo: Option<&str>, cgroup_root: &Path) -> Layo
                             continue;
                         }
                         for opt in m.super_options.split(',') {
-                            if let Some(&(_, slot)) = V1_CONTROLLERS.iter().find(|(n, _)| *n == opt)
-                            {
+                            if let Some(&(_, slot)) = V1_CONTROLLERS.iter().find(|(n, _)| *n == opt) {
                                 layout.roots[slot as usize].get_or_insert_with(|| dir.clone());
                             }
                         }
                     }
                     "cgroup2"
-                        if mount_point.starts_with(cgroup_root)
-                            && mount_point.join("cgroup.controllers").is_file() =>
+                        if mount_point.starts_with(cgroup_root) && mount_point.join("cgroup.controllers").is_file() =>
                     {
-                        layout.roots[Slot::Unified as usize]
-                            .get_or_insert_with(|| mount_point.to_path_buf());
+                        layout.roots[Slot::Unified as usize].get_or_insert_with(|| mount_point.to_path_buf());
                     }
                     _ => {}
                 }
@@ -162,9 +150,8 @@ pub(crate) fn detect_layout(mountinfo: Option<&str>, cgroup_root: &Path) -> Layo
             }
         }
     }
-    layout.blkio_recursive = layout
-        .root(Slot::Blkio)
-        .is_some_and(|b| b.join("blkio.throttle.io_service_bytes_recursive").exists());
+    layout.blkio_recursive =
+        layout.root(Slot::Blkio).is_some_and(|b| b.join("blkio.throttle.io_service_bytes_recursive").exists());
     layout
 }
 
@@ -197,19 +184,10 @@ impl Runtimes {
 }
 
 /// Prefixes of systemd scope names that wrap a container ID, and whether they are Docker's.
-const ID_PREFIXES: [&str; 6] = [
-    "docker-",
-    "cri-containerd-",
-    "containerd-",
-    "nerdctl-",
-    "crio-",
-    "libpod-",
-];
+const ID_PREFIXES: [&str; 6] = ["docker-", "cri-containerd-", "containerd-", "nerdctl-", "crio-", "libpod-"];
 
 fn is_container_id(s: &str) -> bool {
-    s.len() == 64
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// The runtime prefix (`""` for a bare ID) and the 64-hex container ID of a cgroup
@@ -219,11 +197,7 @@ fn container_id(name: &str) -> Option<(&str, &str)> {
     if is_container_id(base) {
         return Some(("", base));
     }
-    ID_PREFIXES.iter().find_map(|p| {
-        base.strip_prefix(p)
-            .filter(|id| is_container_id(id))
-            .map(|id| (*p, id))
-    })
+    ID_PREFIXES.iter().find_map(|p| base.strip_prefix(p).filter(|id| is_container_id(id)).map(|id| (*p, id)))
 }
 
 /// The pod UID in a Kubernetes pod cgroup's directory name: `pod<uid>` (cgroupfs driver)
@@ -235,10 +209,7 @@ fn pod_uid(name: &str) -> Option<String> {
     } else {
         name.strip_prefix("pod")?
     };
-    let ok = !raw.is_empty()
-        && raw
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit() || b == b'-' || b == b'_');
+    let ok = !raw.is_empty() && raw.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-' || b == b'_');
     ok.then(|| raw.replace('_', "-"))
 }
 
@@ -262,11 +233,7 @@ pub(crate) fn classify(rel: &str, rt: Runtimes) -> Option<String> {
         let enabled = if docker { rt.docker } else { rt.containerd };
         return enabled.then(|| format!("container/{}", &id[..12]));
     }
-    if rt.systemd_services
-        && comps.len() == 2
-        && comps[0] == "system.slice"
-        && last.ends_with(".service")
-    {
+    if rt.systemd_services && comps.len() == 2 && comps[0] == "system.slice" && last.ends_with(".service") {
         return Some(format!("service/{last}"));
     }
     None
@@ -275,10 +242,7 @@ pub(crate) fn classify(rel: &str, rt: Runtimes) -> Option<String> {
 /// Normalises a configured relative cgroup path; `None` when it is empty or escapes the
 /// hierarchy (`..`).
 pub(crate) fn clean_rel(path: &str) -> Option<String> {
-    let comps: Vec<&str> = path
-        .split('/')
-        .filter(|c| !c.is_empty() && *c != ".")
-        .collect();
+    let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
     if comps.is_empty() || comps.contains(&"..") {
         return None;
     }
@@ -320,10 +284,7 @@ pub(crate) fn find(layout: &Layout, wanted: &Wanted<'_>, errors: &mut ErrorLog) 
     for (name, rel) in wanted.named {
         let exists = layout.roots.iter().flatten().any(|r| r.join(rel).is_dir());
         if exists && seen.insert(rel.clone()) {
-            found.push(Found {
-                rel: rel.clone(),
-                resource: format!("cgroup/{name}"),
-            });
+            found.push(Found { rel: rel.clone(), resource: format!("cgroup/{name}") });
         }
     }
     for prefix in wanted.watch_prefixes {
@@ -331,10 +292,7 @@ pub(crate) fn find(layout: &Layout, wanted: &Wanted<'_>, errors: &mut ErrorLog) 
         for child in list_subdirs(&dir, errors) {
             let rel = format!("{prefix}/{child}");
             if seen.insert(rel.clone()) {
-                found.push(Found {
-                    resource: format!("cgroup/{rel}"),
-                    rel,
-                });
+                found.push(Found { resource: format!("cgroup/{rel}"), rel });
             }
         }
     }
@@ -350,10 +308,7 @@ fn list_subdirs(dir: &Path, errors: &mut ErrorLog) -> Vec<String> {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Vec::new(),
         Err(source) => {
-            errors.record(SampleError::ListDir {
-                path: dir.to_path_buf(),
-                source,
-            });
+            errors.record(SampleError::ListDir { path: dir.to_path_buf(), source });
             return Vec::new();
         }
     };
@@ -368,13 +323,7 @@ fn list_subdirs(dir: &Path, errors: &mut ErrorLog) -> Vec<String> {
 
 /// Depth-first walk of the hierarchy at `root`; a classified cgroup is not descended
 /// into (its children belong to it).
-fn walk(
-    root: &Path,
-    rt: Runtimes,
-    seen: &mut HashSet<String>,
-    found: &mut Vec<Found>,
-    errors: &mut ErrorLog,
-) {
+fn walk(root: &Path, rt: Runtimes, seen: &mut HashSet<String>, found: &mut Vec<Found>, errors: &mut ErrorLog) {
     let mut stack: Vec<(String, usize)> = vec![(String::new(), 0)];
     let mut visited = 0usize;
     while let Some((rel, depth)) = stack.pop() {
@@ -383,28 +332,17 @@ fn walk(
             tracing::debug!(root = %root.display(), "cgroup walk stopped at {MAX_WALK_DIRS} directories");
             break;
         }
-        let dir = if rel.is_empty() {
-            root.to_path_buf()
-        } else {
-            root.join(&rel)
-        };
+        let dir = if rel.is_empty() { root.to_path_buf() } else { root.join(&rel) };
         // Children in reverse so the stack pops them in name order.
         for child in list_subdirs(&dir, errors).into_iter().rev() {
-            let child_rel = if rel.is_empty() {
-                child
-            } else {
-                format!("{rel}/{child}")
-            };
+            let child_rel = if rel.is_empty() { child } else { format!("{rel}/{child}") };
             if seen.contains(&child_rel) {
                 continue;
             }
             match classify(&child_rel, rt) {
                 Some(resource) => {
                     seen.insert(child_rel.clone());
-                    found.push(Found {
-                        rel: child_rel,
-                        resource,
-                    });
+                    found.push(Found { rel: child_rel, resource });
                 }
                 None if depth + 1 < MAX_WALK_DEPTH => stack.push((child_rel, depth + 1)),
                 None => {}
@@ -418,27 +356,16 @@ mod tests {
     use super::*;
 
     const ID: &str = "3f4e5d6c7b8a99887766554433221100ffeeddccbbaa00112233445566778899";
-    const ALL: Runtimes = Runtimes {
-        docker: true,
-        containerd: true,
-        kubernetes: true,
-        systemd_services: true,
-    };
+    const ALL: Runtimes = Runtimes { docker: true, containerd: true, kubernetes: true, systemd_services: true };
 
     #[test]
     fn classify_docker_layouts() {
-        assert_eq!(
-            classify(&format!("docker/{ID}"), ALL).as_deref(),
-            Some("container/3f4e5d6c7b8a")
-        );
+        assert_eq!(classify(&format!("docker/{ID}"), ALL).as_deref(), Some("container/3f4e5d6c7b8a"));
         assert_eq!(
             classify(&format!("system.slice/docker-{ID}.scope"), ALL).as_deref(),
             Some("container/3f4e5d6c7b8a")
         );
-        let no_docker = Runtimes {
-            docker: false,
-            ..ALL
-        };
+        let no_docker = Runtimes { docker: false, ..ALL };
         assert_eq!(classify(&format!("docker/{ID}"), no_docker), None);
         assert_eq!(classify("docker/not-an-id", ALL), None);
         assert_eq!(classify(&format!("docker/{}", &ID[..63]), ALL), None);
@@ -452,16 +379,9 @@ mod tests {
             format!("system.slice/cri-containerd-{ID}.scope"),
             format!("nerdctl.slice/nerdctl-{ID}.scope"),
         ] {
-            assert_eq!(
-                classify(&rel, ALL).as_deref(),
-                Some("container/3f4e5d6c7b8a"),
-                "{rel}"
-            );
+            assert_eq!(classify(&rel, ALL).as_deref(), Some("container/3f4e5d6c7b8a"), "{rel}");
         }
-        let no_containerd = Runtimes {
-            containerd: false,
-            ..ALL
-        };
+        let no_containerd = Runtimes { containerd: false, ..ALL };
         assert_eq!(classify(&format!("default/{ID}"), no_containerd), None);
     }
 
@@ -478,57 +398,32 @@ mod tests {
             format!(
                 "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{uid_}.slice/cri-containerd-{ID}.scope"
             ),
-            format!(
-                "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{uid_}.slice/crio-{ID}.scope"
-            ),
-            format!(
-                "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{uid_}.slice/docker-{ID}.scope"
-            ),
+            format!("kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{uid_}.slice/crio-{ID}.scope"),
+            format!("kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{uid_}.slice/docker-{ID}.scope"),
         ] {
             assert_eq!(classify(&rel, ALL).as_deref(), Some(want.as_str()), "{rel}");
         }
         // The pod and QoS levels themselves are not workloads; the walk descends into them.
         assert_eq!(classify(&format!("kubepods/burstable/pod{uid}"), ALL), None);
-        assert_eq!(
-            classify("kubepods.slice/kubepods-burstable.slice", ALL),
-            None
-        );
-        let no_kube = Runtimes {
-            kubernetes: false,
-            ..ALL
-        };
-        assert_eq!(
-            classify(&format!("kubepods/burstable/pod{uid}/{ID}"), no_kube),
-            None
-        );
+        assert_eq!(classify("kubepods.slice/kubepods-burstable.slice", ALL), None);
+        let no_kube = Runtimes { kubernetes: false, ..ALL };
+        assert_eq!(classify(&format!("kubepods/burstable/pod{uid}/{ID}"), no_kube), None);
     }
 
     #[test]
     fn classify_systemd_services() {
-        assert_eq!(
-            classify("system.slice/nginx.service", ALL).as_deref(),
-            Some("service/nginx.service")
-        );
-        assert_eq!(
-            classify("system.slice/getty@tty1.service", ALL).as_deref(),
-            Some("service/getty@tty1.service")
-        );
+        assert_eq!(classify("system.slice/nginx.service", ALL).as_deref(), Some("service/nginx.service"));
+        assert_eq!(classify("system.slice/getty@tty1.service", ALL).as_deref(), Some("service/getty@tty1.service"));
         assert_eq!(classify("system.slice/session-1.scope", ALL), None);
         assert_eq!(classify("user.slice/user-0.slice/foo.service", ALL), None);
         assert_eq!(classify("system.slice", ALL), None);
-        let no_sd = Runtimes {
-            systemd_services: false,
-            ..ALL
-        };
+        let no_sd = Runtimes { systemd_services: false, ..ALL };
         assert_eq!(classify("system.slice/nginx.service", no_sd), None);
     }
 
     #[test]
     fn clean_rel_rejects_escapes() {
-        assert_eq!(
-            clean_rel("/augur-demo//web/").as_deref(),
-            Some("augur-demo/web")
-        );
+        assert_eq!(clean_rel("/augur-demo//web/").as_deref(), Some("augur-demo/web"));
         assert_eq!(clean_rel("./a"), Some("a".to_owned()));
         assert_eq!(clean_rel("../etc"), None);
         assert_eq!(clean_rel("/"), None);
@@ -537,15 +432,11 @@ mod tests {
     #[test]
     fn layout_v1_with_combined_cpu_cpuacct() {
         let root = super::super::fixture("cgroup-v1/sys/fs/cgroup");
-        let mi = std::fs::read_to_string(super::super::fixture("cgroup-v1/proc/self/mountinfo"))
-            .expect("fixture");
+        let mi = std::fs::read_to_string(super::super::fixture("cgroup-v1/proc/self/mountinfo")).expect("fixture");
         let l = detect_layout(Some(&mi), &root);
         assert_eq!(l.describe(), "v1");
         assert_eq!(l.root(Slot::Cpu), Some(root.join("cpu,cpuacct").as_path()));
-        assert_eq!(
-            l.root(Slot::Cpuacct),
-            Some(root.join("cpu,cpuacct").as_path())
-        );
+        assert_eq!(l.root(Slot::Cpuacct), Some(root.join("cpu,cpuacct").as_path()));
         assert_eq!(l.root(Slot::Memory), Some(root.join("memory").as_path()));
         assert_eq!(l.primary(), Some(root.join("memory").as_path()));
         assert!(l.blkio_recursive);
@@ -556,16 +447,13 @@ mod tests {
     #[test]
     fn layout_v2_and_hybrid() {
         let root = super::super::fixture("cgroup-v2/sys/fs/cgroup");
-        let mi = std::fs::read_to_string(super::super::fixture("cgroup-v2/proc/self/mountinfo"))
-            .expect("fixture");
+        let mi = std::fs::read_to_string(super::super::fixture("cgroup-v2/proc/self/mountinfo")).expect("fixture");
         let l = detect_layout(Some(&mi), &root);
         assert_eq!(l.describe(), "v2");
         assert_eq!(l.primary(), Some(root.as_path()));
 
         let root = super::super::fixture("cgroup-hybrid/sys/fs/cgroup");
-        let mi =
-            std::fs::read_to_string(super::super::fixture("cgroup-hybrid/proc/self/mountinfo"))
-                .expect("fixture");
+        let mi = std::fs::read_to_string(super::super::fixture("cgroup-hybrid/proc/self/mountinfo")).expect("fixture");
         let l = detect_layout(Some(&mi), &root);
         assert_eq!(l.describe(), "hybrid");
         assert_eq!(l.root(Slot::Unified), Some(root.join("unified").as_path()));

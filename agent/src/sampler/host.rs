@@ -26,9 +26,10 @@
 //!
 //! Disks: only whole disks (those with a `<sys_root>/block/<name>` entry) unless
 //! `disk_partitions` is set, minus `disk_exclude`. Filesystems: mounts of the mount table
-//! (`<proc_root>/1/mountinfo`, else `self/mountinfo`) whose type is not excluded, whose
-//! root is the filesystem's root (bind mounts of subdirectories are skipped) and whose
-//! device has not been seen at an earlier mount point. `statvfs` runs inline, which is
+//! (`<proc_root>/1/mountinfo`, else `self/mountinfo`, re-read every 10 s) whose type is
+//! not excluded, each device once, at its first mount of the filesystem root (other
+//! mounts are bind mounts or btrfs subvolumes sharing its space). `statvfs` runs inline
+//! every tick, which is
 //! why network filesystems are excluded by default: a hung NFS server would stall the tick.
 //! Without PSI support (no `<proc_root>/pressure`, or `psi=0`) the pressure series are
 //! left out after one warning; that is not counted as an error.
@@ -38,6 +39,7 @@ use std::ffi::CString;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use augur_core::series::HOST_RESOURCE;
 use serde::{Deserialize, Serialize};
@@ -53,7 +55,7 @@ pub struct HostSamplerConfig {
     pub proc_root: PathBuf,
     /// Where sysfs is mounted; used to tell whole disks from partitions.
     pub sys_root: PathBuf,
-    /// Prefix put before every mount point for `statvfs` (`/host` in a DaemonSet that
+    /// Prefix put before every mount point for `statvfs` (`/host/root` in the DaemonSet, which
     /// mounts the host's `/` there). Labels keep the host's mount point.
     pub rootfs: PathBuf,
     /// One `node_cpu_seconds_total` per CPU (label `cpu`) instead of the aggregate.
@@ -121,53 +123,26 @@ impl Default for HostSamplerConfig {
 }
 
 const CPU_SECONDS: Family = Family::counter("node_cpu_seconds_total", "seconds");
-const LOAD: [Family; 3] = [
-    Family::gauge("node_load1", "count"),
-    Family::gauge("node_load5", "count"),
-    Family::gauge("node_load15", "count"),
-];
+const LOAD: [Family; 3] =
+    [Family::gauge("node_load1", "count"), Family::gauge("node_load5", "count"), Family::gauge("node_load15", "count")];
 
 /// `/proc/meminfo` fields reported.
 const MEMINFO: [(&str, Family); 9] = [
-    (
-        "MemTotal",
-        Family::gauge("node_memory_MemTotal_bytes", "bytes"),
-    ),
-    (
-        "MemFree",
-        Family::gauge("node_memory_MemFree_bytes", "bytes"),
-    ),
-    (
-        "MemAvailable",
-        Family::gauge("node_memory_MemAvailable_bytes", "bytes"),
-    ),
-    (
-        "Buffers",
-        Family::gauge("node_memory_Buffers_bytes", "bytes"),
-    ),
+    ("MemTotal", Family::gauge("node_memory_MemTotal_bytes", "bytes")),
+    ("MemFree", Family::gauge("node_memory_MemFree_bytes", "bytes")),
+    ("MemAvailable", Family::gauge("node_memory_MemAvailable_bytes", "bytes")),
+    ("Buffers", Family::gauge("node_memory_Buffers_bytes", "bytes")),
     ("Cached", Family::gauge("node_memory_Cached_bytes", "bytes")),
-    (
-        "SwapTotal",
-        Family::gauge("node_memory_SwapTotal_bytes", "bytes"),
-    ),
-    (
-        "SwapFree",
-        Family::gauge("node_memory_SwapFree_bytes", "bytes"),
-    ),
+    ("SwapTotal", Family::gauge("node_memory_SwapTotal_bytes", "bytes")),
+    ("SwapFree", Family::gauge("node_memory_SwapFree_bytes", "bytes")),
     ("Dirty", Family::gauge("node_memory_Dirty_bytes", "bytes")),
-    (
-        "Writeback",
-        Family::gauge("node_memory_Writeback_bytes", "bytes"),
-    ),
+    ("Writeback", Family::gauge("node_memory_Writeback_bytes", "bytes")),
 ];
 
 /// `/proc/vmstat` fields reported.
 const VMSTAT: [(&str, Family); 5] = [
     ("pgfault", Family::counter("node_vmstat_pgfault", "count")),
-    (
-        "pgmajfault",
-        Family::counter("node_vmstat_pgmajfault", "count"),
-    ),
+    ("pgmajfault", Family::counter("node_vmstat_pgmajfault", "count")),
     ("pswpin", Family::counter("node_vmstat_pswpin", "count")),
     ("pswpout", Family::counter("node_vmstat_pswpout", "count")),
     ("oom_kill", Family::counter("node_vmstat_oom_kill", "count")),
@@ -175,56 +150,16 @@ const VMSTAT: [(&str, Family); 5] = [
 
 /// `/proc/net/snmp` fields reported: section, field, series.
 const SNMP: [(&str, &str, Family); 10] = [
-    (
-        "Tcp",
-        "ActiveOpens",
-        Family::counter("node_netstat_Tcp_ActiveOpens", "count"),
-    ),
-    (
-        "Tcp",
-        "PassiveOpens",
-        Family::counter("node_netstat_Tcp_PassiveOpens", "count"),
-    ),
-    (
-        "Tcp",
-        "InSegs",
-        Family::counter("node_netstat_Tcp_InSegs", "count"),
-    ),
-    (
-        "Tcp",
-        "OutSegs",
-        Family::counter("node_netstat_Tcp_OutSegs", "count"),
-    ),
-    (
-        "Tcp",
-        "RetransSegs",
-        Family::counter("node_netstat_Tcp_RetransSegs", "count"),
-    ),
-    (
-        "Tcp",
-        "InErrs",
-        Family::counter("node_netstat_Tcp_InErrs", "count"),
-    ),
-    (
-        "Tcp",
-        "OutRsts",
-        Family::counter("node_netstat_Tcp_OutRsts", "count"),
-    ),
-    (
-        "Tcp",
-        "CurrEstab",
-        Family::gauge("node_netstat_Tcp_CurrEstab", "count"),
-    ),
-    (
-        "Udp",
-        "InErrors",
-        Family::counter("node_netstat_Udp_InErrors", "count"),
-    ),
-    (
-        "Udp",
-        "RcvbufErrors",
-        Family::counter("node_netstat_Udp_RcvbufErrors", "count"),
-    ),
+    ("Tcp", "ActiveOpens", Family::counter("node_netstat_Tcp_ActiveOpens", "count")),
+    ("Tcp", "PassiveOpens", Family::counter("node_netstat_Tcp_PassiveOpens", "count")),
+    ("Tcp", "InSegs", Family::counter("node_netstat_Tcp_InSegs", "count")),
+    ("Tcp", "OutSegs", Family::counter("node_netstat_Tcp_OutSegs", "count")),
+    ("Tcp", "RetransSegs", Family::counter("node_netstat_Tcp_RetransSegs", "count")),
+    ("Tcp", "InErrs", Family::counter("node_netstat_Tcp_InErrs", "count")),
+    ("Tcp", "OutRsts", Family::counter("node_netstat_Tcp_OutRsts", "count")),
+    ("Tcp", "CurrEstab", Family::gauge("node_netstat_Tcp_CurrEstab", "count")),
+    ("Udp", "InErrors", Family::counter("node_netstat_Udp_InErrors", "count")),
+    ("Udp", "RcvbufErrors", Family::counter("node_netstat_Udp_RcvbufErrors", "count")),
 ];
 
 /// The series of one PSI file.
@@ -271,8 +206,7 @@ const DISK_WRITTEN_BYTES: Family = Family::counter("node_disk_written_bytes_tota
 const DISK_READ_TIME: Family = Family::counter("node_disk_read_time_seconds_total", "seconds");
 const DISK_WRITE_TIME: Family = Family::counter("node_disk_write_time_seconds_total", "seconds");
 const DISK_IO_TIME: Family = Family::counter("node_disk_io_time_seconds_total", "seconds");
-const DISK_IO_WEIGHTED: Family =
-    Family::counter("node_disk_io_time_weighted_seconds_total", "seconds");
+const DISK_IO_WEIGHTED: Family = Family::counter("node_disk_io_time_weighted_seconds_total", "seconds");
 const DISK_IO_NOW: Family = Family::gauge("node_disk_io_now", "count");
 
 const FS_SIZE: Family = Family::gauge("node_filesystem_size_bytes", "bytes");
@@ -302,6 +236,18 @@ const DISKSTATS_SECTOR_BYTES: f64 = 512.0;
 
 /// Remembered whole-disk decisions beyond which the cache is reset (device churn).
 const MAX_DISK_CACHE: usize = 4096;
+
+/// How often the mount table is re-read; `statvfs` runs every tick on the mounts found.
+/// (A busy Kubernetes node's mount table is hundreds of KiB, too costly to parse at 1 Hz.)
+const MOUNT_TABLE_REFRESH: Duration = Duration::from_secs(10);
+
+/// A filesystem reported by the host sampler.
+#[derive(Debug)]
+struct FsMount {
+    mount_point: String,
+    device: String,
+    fstype: String,
+}
 
 /// Paths read every tick, built once.
 #[derive(Debug)]
@@ -334,6 +280,9 @@ pub struct HostSampler {
     mountinfo_choice: usize,
     /// Device name → whether it is reported (exclusions and whole-disk test applied).
     disk_wanted: HashMap<String, bool>,
+    /// Filesystems to report, from the last read of the mount table.
+    mounts: Vec<FsMount>,
+    mounts_read_at: Option<Instant>,
     /// Scratch for the `statvfs` path.
     statvfs_path: Vec<u8>,
 }
@@ -363,6 +312,8 @@ impl HostSampler {
             psi_available: true,
             mountinfo_choice: 0,
             disk_wanted: HashMap::new(),
+            mounts: Vec::new(),
+            mounts_read_at: None,
             statvfs_path: Vec::new(),
         }
     }
@@ -408,11 +359,7 @@ impl HostSampler {
             };
             for (mode, t) in CPU_MODES.iter().zip(line.ticks) {
                 let labels = [("cpu", cpu.unwrap_or_default()), ("mode", *mode)];
-                let labels = if cpu.is_some() {
-                    &labels[..]
-                } else {
-                    &labels[1..]
-                };
+                let labels = if cpu.is_some() { &labels[..] } else { &labels[1..] };
                 push(out, HOST_RESOURCE, &CPU_SECONDS, labels, t as f64 / hz);
             }
         }
@@ -559,13 +506,16 @@ impl HostSampler {
         }
     }
 
-    fn sample_filesystems(&mut self, out: &mut Vec<Sample>) {
+    /// Re-reads the mount table and picks the filesystems to report.
+    fn refresh_mounts(&mut self) {
+        self.mounts.clear();
         let text = loop {
             let idx = self.mountinfo_choice;
             match self.reader.read(&self.paths.mountinfo[idx]) {
                 Ok(_) => break self.reader.text(),
                 Err(e) if idx + 1 < self.paths.mountinfo.len() => {
-                    tracing::debug!(error = %e, path = %self.paths.mountinfo[idx].display(), "trying the next mount table");
+                    let path = self.paths.mountinfo[idx].display();
+                    tracing::debug!(error = %e, %path, "trying the next mount table");
                     self.mountinfo_choice += 1;
                 }
                 Err(e) => {
@@ -576,25 +526,43 @@ impl HostSampler {
             }
         };
         let mut failed = None;
-        let mut devices_seen: Vec<&str> = Vec::new();
+        let mut chosen: Vec<procfs::Mount<'_>> = Vec::new();
         for m in procfs::mountinfo(text) {
             let m = match m {
                 Ok(m) => m,
                 Err(e) => {
-                    failed = Some(SampleError::Parse {
-                        path: self.reader.path().to_path_buf(),
-                        what: e.0,
-                    });
+                    failed = Some(e);
                     continue;
                 }
             };
-            if m.root != "/" || self.cfg.fs_exclude_types.iter().any(|t| t == m.fstype) {
+            if self.cfg.fs_exclude_types.iter().any(|t| t == m.fstype) {
                 continue;
             }
-            if devices_seen.contains(&m.major_minor) {
-                continue;
+            // One series per device, at its first mount of the filesystem's root; other
+            // mounts of it are bind mounts (kubelet volumes, container files) or btrfs
+            // subvolumes sharing its space.
+            match chosen.iter_mut().find(|c| c.major_minor == m.major_minor) {
+                Some(c) if c.root != "/" && m.root == "/" => *c = m,
+                Some(_) => {}
+                None => chosen.push(m),
             }
-            devices_seen.push(m.major_minor);
+        }
+        self.mounts.extend(chosen.into_iter().map(|m| FsMount {
+            mount_point: m.mount_point.into_owned(),
+            device: m.source.into_owned(),
+            fstype: m.fstype.to_owned(),
+        }));
+        if let Some(e) = failed {
+            self.parse_failed(e);
+        }
+    }
+
+    fn sample_filesystems(&mut self, out: &mut Vec<Sample>) {
+        if self.mounts_read_at.is_none_or(|t| t.elapsed() >= MOUNT_TABLE_REFRESH) {
+            self.refresh_mounts();
+            self.mounts_read_at = Some(Instant::now());
+        }
+        for m in &self.mounts {
             let st = match statvfs(&self.cfg.rootfs, &m.mount_point, &mut self.statvfs_path) {
                 Ok(st) => st,
                 Err(source) => {
@@ -603,17 +571,10 @@ impl HostSampler {
                     continue;
                 }
             };
-            let l = [
-                ("device", &*m.source),
-                ("fstype", m.fstype),
-                ("mountpoint", &*m.mount_point),
-            ];
+            let l =
+                [("device", m.device.as_str()), ("fstype", m.fstype.as_str()), ("mountpoint", m.mount_point.as_str())];
             let frsize = st.f_frsize as f64;
-            let ro = if st.f_flag & libc::ST_RDONLY != 0 {
-                1.0
-            } else {
-                0.0
-            };
+            let ro = if st.f_flag & libc::ST_RDONLY != 0 { 1.0 } else { 0.0 };
             let series = [
                 (&FS_SIZE, st.f_blocks as f64 * frsize),
                 (&FS_FREE, st.f_bfree as f64 * frsize),
@@ -625,9 +586,6 @@ impl HostSampler {
             for (family, v) in series {
                 push(out, HOST_RESOURCE, family, &l, v);
             }
-        }
-        if let Some(e) = failed {
-            self.errors.record(e);
         }
     }
 
@@ -719,17 +677,12 @@ fn statvfs(rootfs: &Path, mount_point: &str, scratch: &mut Vec<u8>) -> io::Resul
         scratch.push(b'/');
     }
     scratch.extend_from_slice(mount_point.as_bytes());
-    let c = CString::new(scratch.as_slice())
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let c = CString::new(scratch.as_slice()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: an all-zero statvfs is a valid value of this plain C struct.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: `c` is a valid NUL-terminated path and `st` a valid out-pointer.
     let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
-    if rc == 0 {
-        Ok(st)
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    if rc == 0 { Ok(st) } else { Err(io::Error::last_os_error()) }
 }
 
 impl Sampler for HostSampler {
@@ -786,148 +739,48 @@ mod tests {
         let out = tick(&mut s);
         assert_eq!(s.errors(), 0, "{out:#?}");
 
-        assert_eq!(
-            value(&out, H, "node_cpu_seconds_total", &[("mode", "user")]),
-            Some(620.40)
-        );
-        assert_eq!(
-            value(&out, H, "node_cpu_seconds_total", &[("mode", "steal")]),
-            Some(1.19)
-        );
+        assert_eq!(value(&out, H, "node_cpu_seconds_total", &[("mode", "user")]), Some(620.40));
+        assert_eq!(value(&out, H, "node_cpu_seconds_total", &[("mode", "steal")]), Some(1.19));
         assert_eq!(count(&out, H, "node_cpu_seconds_total"), 8);
         assert_eq!(value(&out, H, "node_load15", &[]), Some(0.65));
-        assert_eq!(
-            value(&out, H, "node_memory_MemAvailable_bytes", &[]),
-            Some(22323328.0 * 1024.0)
-        );
-        assert_eq!(
-            value(&out, H, "node_memory_Dirty_bytes", &[]),
-            Some(6588.0 * 1024.0)
-        );
+        assert_eq!(value(&out, H, "node_memory_MemAvailable_bytes", &[]), Some(22323328.0 * 1024.0));
+        assert_eq!(value(&out, H, "node_memory_Dirty_bytes", &[]), Some(6588.0 * 1024.0));
         assert_eq!(value(&out, H, "node_memory_Active_bytes", &[]), None);
 
-        assert_eq!(
-            value(&out, H, "node_pressure_cpu_waiting_seconds_total", &[]),
-            Some(20.37189)
-        );
-        assert_eq!(
-            value(&out, H, "node_pressure_memory_stalled_seconds_total", &[]),
-            Some(2.824349)
-        );
-        assert_eq!(
-            value(&out, H, "node_pressure_memory_some_avg10_ratio", &[]),
-            Some(0.0125)
-        );
-        assert_eq!(
-            value(&out, H, "node_pressure_io_full_avg10_ratio", &[]),
-            Some(0.005)
-        );
-        assert_eq!(
-            value(&out, H, "node_pressure_cpu_stalled_seconds_total", &[]),
-            None,
-            "no cpu full line"
-        );
+        assert_eq!(value(&out, H, "node_pressure_cpu_waiting_seconds_total", &[]), Some(20.37189));
+        assert_eq!(value(&out, H, "node_pressure_memory_stalled_seconds_total", &[]), Some(2.824349));
+        assert_eq!(value(&out, H, "node_pressure_memory_some_avg10_ratio", &[]), Some(0.0125));
+        assert_eq!(value(&out, H, "node_pressure_io_full_avg10_ratio", &[]), Some(0.005));
+        assert_eq!(value(&out, H, "node_pressure_cpu_stalled_seconds_total", &[]), None, "no cpu full line");
 
         assert_eq!(value(&out, H, "node_vmstat_pgmajfault", &[]), Some(1451.0));
         assert_eq!(value(&out, H, "node_vmstat_oom_kill", &[]), Some(3.0));
 
         let vda = [("device", "vda")];
-        assert_eq!(
-            value(&out, H, "node_disk_reads_completed_total", &vda),
-            Some(36193.0)
-        );
-        assert_eq!(
-            value(&out, H, "node_disk_read_bytes_total", &vda),
-            Some(3470746.0 * 512.0)
-        );
-        assert_eq!(
-            value(&out, H, "node_disk_written_bytes_total", &vda),
-            Some(3000768.0 * 512.0)
-        );
-        assert_eq!(
-            value(&out, H, "node_disk_read_time_seconds_total", &vda),
-            Some(14.405)
-        );
-        assert_eq!(
-            value(&out, H, "node_disk_write_time_seconds_total", &vda),
-            Some(6.438)
-        );
-        assert_eq!(
-            value(&out, H, "node_disk_io_time_seconds_total", &vda),
-            Some(5.964)
-        );
-        assert_eq!(
-            value(&out, H, "node_disk_io_time_weighted_seconds_total", &vda),
-            Some(21.273)
-        );
-        assert_eq!(
-            value(&out, H, "node_disk_io_now", &[("device", "nvme0n1")]),
-            Some(2.0)
-        );
+        assert_eq!(value(&out, H, "node_disk_reads_completed_total", &vda), Some(36193.0));
+        assert_eq!(value(&out, H, "node_disk_read_bytes_total", &vda), Some(3470746.0 * 512.0));
+        assert_eq!(value(&out, H, "node_disk_written_bytes_total", &vda), Some(3000768.0 * 512.0));
+        assert_eq!(value(&out, H, "node_disk_read_time_seconds_total", &vda), Some(14.405));
+        assert_eq!(value(&out, H, "node_disk_write_time_seconds_total", &vda), Some(6.438));
+        assert_eq!(value(&out, H, "node_disk_io_time_seconds_total", &vda), Some(5.964));
+        assert_eq!(value(&out, H, "node_disk_io_time_weighted_seconds_total", &vda), Some(21.273));
+        assert_eq!(value(&out, H, "node_disk_io_now", &[("device", "nvme0n1")]), Some(2.0));
         for excluded in ["loop0", "nvme0n1p1", "zram0", "ram0"] {
-            assert_eq!(
-                value(
-                    &out,
-                    H,
-                    "node_disk_reads_completed_total",
-                    &[("device", excluded)]
-                ),
-                None,
-                "{excluded}"
-            );
+            assert_eq!(value(&out, H, "node_disk_reads_completed_total", &[("device", excluded)]), None, "{excluded}");
         }
-        assert!(
-            value(
-                &out,
-                H,
-                "node_disk_reads_completed_total",
-                &[("device", "dm-0")]
-            )
-            .is_some()
-        );
+        assert!(value(&out, H, "node_disk_reads_completed_total", &[("device", "dm-0")]).is_some());
 
         let eth0 = [("device", "eth0")];
-        assert_eq!(
-            value(&out, H, "node_network_receive_bytes_total", &eth0),
-            Some(143186592.0)
-        );
-        assert_eq!(
-            value(&out, H, "node_network_receive_errs_total", &eth0),
-            Some(1.0)
-        );
-        assert_eq!(
-            value(&out, H, "node_network_transmit_drop_total", &eth0),
-            Some(4.0)
-        );
-        assert!(
-            value(
-                &out,
-                H,
-                "node_network_receive_bytes_total",
-                &[("device", "docker0")]
-            )
-            .is_some()
-        );
+        assert_eq!(value(&out, H, "node_network_receive_bytes_total", &eth0), Some(143186592.0));
+        assert_eq!(value(&out, H, "node_network_receive_errs_total", &eth0), Some(1.0));
+        assert_eq!(value(&out, H, "node_network_transmit_drop_total", &eth0), Some(4.0));
+        assert!(value(&out, H, "node_network_receive_bytes_total", &[("device", "docker0")]).is_some());
         for excluded in ["lo", "veth9a8b7c6"] {
-            assert_eq!(
-                value(
-                    &out,
-                    H,
-                    "node_network_receive_bytes_total",
-                    &[("device", excluded)]
-                ),
-                None
-            );
+            assert_eq!(value(&out, H, "node_network_receive_bytes_total", &[("device", excluded)]), None);
         }
-        assert_eq!(
-            value(&out, H, "node_netstat_Tcp_RetransSegs", &[]),
-            Some(17.0)
-        );
+        assert_eq!(value(&out, H, "node_netstat_Tcp_RetransSegs", &[]), Some(17.0));
         assert_eq!(value(&out, H, "node_netstat_Tcp_CurrEstab", &[]), Some(4.0));
-        let estab = out
-            .iter()
-            .find(|s| s.key.metric == "node_netstat_Tcp_CurrEstab")
-            .expect("emitted");
+        let estab = out.iter().find(|s| s.key.metric == "node_netstat_Tcp_CurrEstab").expect("emitted");
         assert_eq!(estab.key.kind, Gauge);
     }
 
@@ -940,26 +793,14 @@ mod tests {
             .iter()
             .filter(|x| x.key.metric == "node_filesystem_size_bytes")
             .map(|x| {
-                (
-                    x.key.labels["mountpoint"].as_str(),
-                    x.key.labels["device"].as_str(),
-                    x.key.labels["fstype"].as_str(),
-                )
+                (x.key.labels["mountpoint"].as_str(), x.key.labels["device"].as_str(), x.key.labels["fstype"].as_str())
             })
             .collect();
         assert_eq!(
             mounts,
-            vec![
-                ("/", "/dev/vda", "ext4"),
-                ("/data", "/dev/nvme0n1p1", "xfs"),
-                ("/boot/efi", "/dev/vdb1", "vfat")
-            ]
+            vec![("/", "/dev/vda", "ext4"), ("/data", "/dev/nvme0n1p1", "xfs"), ("/boot/efi", "/dev/vdb1", "vfat")]
         );
-        let root = [
-            ("device", "/dev/vda"),
-            ("fstype", "ext4"),
-            ("mountpoint", "/"),
-        ];
+        let root = [("device", "/dev/vda"), ("fstype", "ext4"), ("mountpoint", "/")];
         assert!(value(&out, H, "node_filesystem_size_bytes", &root).is_some_and(|v| v > 0.0));
         let avail = value(&out, H, "node_filesystem_avail_bytes", &root).expect("emitted");
         let free = value(&out, H, "node_filesystem_free_bytes", &root).expect("emitted");
@@ -971,27 +812,13 @@ mod tests {
 
     #[test]
     fn per_cpu_reports_each_cpu_and_not_the_aggregate() {
-        let cfg = HostSamplerConfig {
-            per_cpu: true,
-            ..fixture_config("host-basic")
-        };
+        let cfg = HostSamplerConfig { per_cpu: true, ..fixture_config("host-basic") };
         let mut s = HostSampler::new(&cfg);
         s.ticks_per_second = 100.0;
         let out = tick(&mut s);
         assert_eq!(count(&out, H, "node_cpu_seconds_total"), 16);
-        assert_eq!(
-            value(
-                &out,
-                H,
-                "node_cpu_seconds_total",
-                &[("cpu", "1"), ("mode", "idle")]
-            ),
-            Some(4709.69)
-        );
-        assert_eq!(
-            value(&out, H, "node_cpu_seconds_total", &[("mode", "idle")]),
-            None
-        );
+        assert_eq!(value(&out, H, "node_cpu_seconds_total", &[("cpu", "1"), ("mode", "idle")]), Some(4709.69));
+        assert_eq!(value(&out, H, "node_cpu_seconds_total", &[("mode", "idle")]), None);
     }
 
     #[test]
@@ -1004,42 +831,10 @@ mod tests {
         };
         let mut s = HostSampler::new(&cfg);
         let out = tick(&mut s);
-        assert!(
-            value(
-                &out,
-                H,
-                "node_disk_reads_completed_total",
-                &[("device", "nvme0n1p1")]
-            )
-            .is_some()
-        );
-        assert!(
-            value(
-                &out,
-                H,
-                "node_disk_reads_completed_total",
-                &[("device", "loop0")]
-            )
-            .is_some()
-        );
-        assert_eq!(
-            value(
-                &out,
-                H,
-                "node_disk_reads_completed_total",
-                &[("device", "dm-0")]
-            ),
-            None
-        );
-        assert!(
-            value(
-                &out,
-                H,
-                "node_network_receive_bytes_total",
-                &[("device", "lo")]
-            )
-            .is_some()
-        );
+        assert!(value(&out, H, "node_disk_reads_completed_total", &[("device", "nvme0n1p1")]).is_some());
+        assert!(value(&out, H, "node_disk_reads_completed_total", &[("device", "loop0")]).is_some());
+        assert_eq!(value(&out, H, "node_disk_reads_completed_total", &[("device", "dm-0")]), None);
+        assert!(value(&out, H, "node_network_receive_bytes_total", &[("device", "lo")]).is_some());
     }
 
     #[test]
@@ -1058,24 +853,8 @@ mod tests {
         assert!(value(&out, H, "node_memory_MemTotal_bytes", &[]).is_some());
         assert!(value(&out, H, "node_memory_Dirty_bytes", &[]).is_none());
         assert!(value(&out, H, "node_vmstat_oom_kill", &[]).is_some());
-        assert!(
-            value(
-                &out,
-                H,
-                "node_disk_reads_completed_total",
-                &[("device", "vda")]
-            )
-            .is_some()
-        );
-        assert!(
-            value(
-                &out,
-                H,
-                "node_network_receive_bytes_total",
-                &[("device", "eth0")]
-            )
-            .is_some()
-        );
+        assert!(value(&out, H, "node_disk_reads_completed_total", &[("device", "vda")]).is_some());
+        assert!(value(&out, H, "node_network_receive_bytes_total", &[("device", "eth0")]).is_some());
         assert!(value(&out, H, "node_netstat_Tcp_RetransSegs", &[]).is_some());
         assert_eq!(count(&out, H, "node_filesystem_size_bytes"), 1);
         // No PSI: disabled once, not an error, not retried.
@@ -1103,21 +882,16 @@ mod tests {
 
     #[test]
     fn config_round_trips_through_toml() {
-        let cfg: HostSamplerConfig = toml::from_str(
-            "proc_root = \"/host/proc\"\nrootfs = \"/host\"\nper_cpu = true\nnet_exclude = [\"lo\"]\n",
-        )
-        .expect("valid");
+        let cfg: HostSamplerConfig =
+            toml::from_str("proc_root = \"/host/proc\"\nrootfs = \"/host\"\nper_cpu = true\nnet_exclude = [\"lo\"]\n")
+                .expect("valid");
         assert_eq!(cfg.proc_root, PathBuf::from("/host/proc"));
         assert_eq!(cfg.sys_root, PathBuf::from("/sys"));
         assert!(cfg.per_cpu);
         assert_eq!(cfg.net_exclude, vec!["lo".to_owned()]);
-        let back: HostSamplerConfig =
-            toml::from_str(&toml::to_string(&cfg).expect("serialises")).expect("parses");
+        let back: HostSamplerConfig = toml::from_str(&toml::to_string(&cfg).expect("serialises")).expect("parses");
         assert_eq!(back, cfg);
-        assert!(
-            toml::from_str::<HostSamplerConfig>("proc = \"/x\"").is_err(),
-            "unknown fields are refused"
-        );
+        assert!(toml::from_str::<HostSamplerConfig>("proc = \"/x\"").is_err(), "unknown fields are refused");
     }
 
     /// Runs against this machine's /proc.
@@ -1129,16 +903,11 @@ mod tests {
         }
         let mut s = HostSampler::new(&HostSamplerConfig::default());
         let out = tick(&mut s);
-        let avail =
-            value(&out, H, "node_memory_MemAvailable_bytes", &[]).expect("MemAvailable reported");
+        let avail = value(&out, H, "node_memory_MemAvailable_bytes", &[]).expect("MemAvailable reported");
         assert!(avail > 0.0);
-        let user =
-            value(&out, H, "node_cpu_seconds_total", &[("mode", "user")]).expect("cpu reported");
+        let user = value(&out, H, "node_cpu_seconds_total", &[("mode", "user")]).expect("cpu reported");
         assert!(user > 0.0);
-        assert!(
-            count(&out, H, "node_filesystem_size_bytes") >= 1,
-            "the root filesystem at least"
-        );
+        assert!(count(&out, H, "node_filesystem_size_bytes") >= 1, "the root filesystem at least");
         eprintln!("real /proc: {} samples, {} errors", out.len(), s.errors());
     }
 }

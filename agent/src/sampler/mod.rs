@@ -59,24 +59,35 @@ pub enum SampleError {
     /// A file could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
+        /// The file or directory concerned.
         path: PathBuf,
+        /// What the OS said.
         #[source]
         source: io::Error,
     },
     /// A file was read but its content is not in the expected format.
     #[error("cannot parse {path}: {what}")]
-    Parse { path: PathBuf, what: &'static str },
+    Parse {
+        /// The file concerned.
+        path: PathBuf,
+        /// What was wrong with it.
+        what: &'static str,
+    },
     /// `statvfs` failed on a mount point.
     #[error("statvfs {path} failed: {source}")]
     Statvfs {
+        /// The file or directory concerned.
         path: PathBuf,
+        /// What the OS said.
         #[source]
         source: io::Error,
     },
     /// A directory of a cgroup hierarchy could not be listed.
     #[error("cannot list {path}: {source}")]
     ListDir {
+        /// The file or directory concerned.
         path: PathBuf,
+        /// What the OS said.
         #[source]
         source: io::Error,
     },
@@ -111,11 +122,7 @@ pub(crate) struct ErrorLog {
 
 impl ErrorLog {
     pub(crate) fn new(sampler: &'static str) -> Self {
-        ErrorLog {
-            sampler,
-            count: 0,
-            seen: HashSet::new(),
-        }
+        ErrorLog { sampler, count: 0, seen: HashSet::new() }
     }
 
     /// Counts one failure and logs it.
@@ -185,18 +192,12 @@ impl FileReader {
 
     /// A read error for the last path.
     pub(crate) fn read_error(&self, source: io::Error) -> SampleError {
-        SampleError::Read {
-            path: self.path.clone(),
-            source,
-        }
+        SampleError::Read { path: self.path.clone(), source }
     }
 
     /// A parse error for the last path.
     pub(crate) fn parse_error(&self, what: &'static str) -> SampleError {
-        SampleError::Parse {
-            path: self.path.clone(),
-            what,
-        }
+        SampleError::Parse { path: self.path.clone(), what }
     }
 }
 
@@ -213,31 +214,17 @@ pub(crate) struct Family {
 impl Family {
     /// A cumulative counter.
     pub(crate) const fn counter(metric: &'static str, unit: &'static str) -> Self {
-        Family {
-            metric,
-            unit,
-            kind: MetricKind::Counter,
-        }
+        Family { metric, unit, kind: MetricKind::Counter }
     }
 
     /// A gauge.
     pub(crate) const fn gauge(metric: &'static str, unit: &'static str) -> Self {
-        Family {
-            metric,
-            unit,
-            kind: MetricKind::Gauge,
-        }
+        Family { metric, unit, kind: MetricKind::Gauge }
     }
 }
 
 /// Appends one sample of `family` for `resource`.
-pub(crate) fn push(
-    out: &mut Vec<Sample>,
-    resource: &str,
-    family: &Family,
-    labels: &[(&str, &str)],
-    value: f64,
-) {
+pub(crate) fn push(out: &mut Vec<Sample>, resource: &str, family: &Family, labels: &[(&str, &str)], value: f64) {
     let mut map = BTreeMap::new();
     for (k, v) in labels {
         map.insert((*k).to_owned(), (*v).to_owned());
@@ -285,9 +272,7 @@ pub(crate) fn matches_any(patterns: &[String], name: &str) -> bool {
 /// Root of the fixture trees used by the tests of every sampler module.
 #[cfg(test)]
 pub(crate) fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(rel)
 }
 
 /// Test helpers for finding samples in a tick's output.
@@ -296,45 +281,31 @@ pub(crate) mod testutil {
     use super::Sample;
 
     /// The value of the sample with this resource, metric and labels, if emitted.
-    pub(crate) fn value(
-        out: &[Sample],
-        resource: &str,
-        metric: &str,
-        labels: &[(&str, &str)],
-    ) -> Option<f64> {
+    pub(crate) fn value(out: &[Sample], resource: &str, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
         let found: Vec<f64> = out
             .iter()
             .filter(|s| {
                 s.key.resource == resource
                     && s.key.metric == metric
                     && s.key.labels.len() == labels.len()
-                    && labels
-                        .iter()
-                        .all(|(k, v)| s.key.labels.get(*k).map(String::as_str) == Some(*v))
+                    && labels.iter().all(|(k, v)| s.key.labels.get(*k).map(String::as_str) == Some(*v))
             })
             .map(|s| s.value)
             .collect();
-        assert!(
-            found.len() <= 1,
-            "duplicate series {resource}:{metric}{labels:?}"
-        );
+        assert!(found.len() <= 1, "duplicate series {resource}:{metric}{labels:?}");
         found.first().copied()
     }
 
     /// Number of samples of this resource and metric, any labels.
     pub(crate) fn count(out: &[Sample], resource: &str, metric: &str) -> usize {
-        out.iter()
-            .filter(|s| s.key.resource == resource && s.key.metric == metric)
-            .count()
+        out.iter().filter(|s| s.key.resource == resource && s.key.metric == metric).count()
     }
 
     /// Every series key must be valid and unique within a tick.
     pub(crate) fn assert_well_formed(out: &[Sample]) {
         let mut seen = std::collections::HashSet::new();
         for s in out {
-            s.key
-                .validate()
-                .unwrap_or_else(|e| panic!("{}: {e}", s.key));
+            s.key.validate().unwrap_or_else(|e| panic!("{}: {e}", s.key));
             assert!(seen.insert(s.key.clone()), "duplicate series {}", s.key);
             assert!(s.value.is_finite(), "{} = {}", s.key, s.value);
         }
@@ -363,51 +334,10 @@ mod tests {
     fn error_log_counts_every_error_but_remembers_causes_once() {
         let mut log = ErrorLog::new("test");
         for _ in 0..3 {
-            log.record(SampleError::Parse {
-                path: PathBuf::from("/proc/stat"),
-                what: "bad",
-            });
+            log.record(SampleError::Parse { path: PathBuf::from("/proc/stat"), what: "bad" });
         }
-        log.record(SampleError::Parse {
-            path: PathBuf::from("/proc/loadavg"),
-            what: "bad",
-        });
+        log.record(SampleError::Parse { path: PathBuf::from("/proc/loadavg"), what: "bad" });
         assert_eq!(log.count(), 4);
         assert_eq!(log.seen.len(), 2);
-    }
-}
-#[cfg(test)]
-mod scratch_perf {
-    use super::*;
-    #[test]
-    fn scratch_perf() {
-        let mut h = HostSampler::new(&HostSamplerConfig::default());
-        let root = fixture("cgroup-v1");
-        let cfg = ContainerSamplerConfig {
-            cgroup_root: root.join("sys/fs/cgroup"),
-            proc_root: root.join("proc"),
-            ..Default::default()
-        };
-        let mut c = CgroupSampler::new(&cfg);
-        let mut out = Vec::new();
-        let t = std::time::Instant::now();
-        for _ in 0..1000 {
-            out.clear();
-            h.sample(&mut out);
-        }
-        let host = t.elapsed() / 1000;
-        let t = std::time::Instant::now();
-        let mut n = 0;
-        for _ in 0..1000 {
-            out.clear();
-            c.sample(&mut out);
-            n = out.len();
-        }
-        let cg = t.elapsed() / 1000;
-        eprintln!(
-            "host tick {host:?} ({} samples); cgroup tick {cg:?} for {} targets, {n} samples",
-            0,
-            c.targets_len()
-        );
     }
 }

@@ -12,15 +12,11 @@ use std::borrow::Cow;
 pub(crate) struct ParseError(pub(crate) &'static str);
 
 fn num<T: std::str::FromStr>(tok: Option<&str>, what: &'static str) -> Result<T, ParseError> {
-    tok.ok_or(ParseError(what))?
-        .parse()
-        .map_err(|_| ParseError(what))
+    tok.ok_or(ParseError(what))?.parse().map_err(|_| ParseError(what))
 }
 
 /// CPU modes of a `/proc/stat` cpu line, in the kernel's column order.
-pub(crate) const CPU_MODES: [&str; 8] = [
-    "user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal",
-];
+pub(crate) const CPU_MODES: [&str; 8] = ["user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"];
 
 /// One `cpu` or `cpuN` line of `/proc/stat`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,28 +29,26 @@ pub(crate) struct CpuLine<'a> {
 
 /// The cpu lines at the top of `/proc/stat`.
 pub(crate) fn stat_cpu_lines(text: &str) -> impl Iterator<Item = Result<CpuLine<'_>, ParseError>> {
-    text.lines()
-        .take_while(|l| l.starts_with("cpu"))
-        .map(|line| {
-            let mut it = line.split_ascii_whitespace();
-            let label = it.next().ok_or(ParseError("empty cpu line"))?;
-            let cpu = match &label[3..] {
-                "" => None,
-                n if n.bytes().all(|b| b.is_ascii_digit()) => Some(n),
-                _ => return Err(ParseError("bad cpu label")),
-            };
-            let mut ticks = [0u64; 8];
-            let mut n = 0;
-            for (slot, tok) in ticks.iter_mut().zip(it) {
-                *slot = tok.parse().map_err(|_| ParseError("bad cpu tick count"))?;
-                n += 1;
-            }
-            // Kernels since 2.6 have at least user, nice, system, idle and iowait.
-            if n < 5 {
-                return Err(ParseError("truncated cpu line"));
-            }
-            Ok(CpuLine { cpu, ticks })
-        })
+    text.lines().take_while(|l| l.starts_with("cpu")).map(|line| {
+        let mut it = line.split_ascii_whitespace();
+        let label = it.next().ok_or(ParseError("empty cpu line"))?;
+        let cpu = match &label[3..] {
+            "" => None,
+            n if n.bytes().all(|b| b.is_ascii_digit()) => Some(n),
+            _ => return Err(ParseError("bad cpu label")),
+        };
+        let mut ticks = [0u64; 8];
+        let mut n = 0;
+        for (slot, tok) in ticks.iter_mut().zip(it) {
+            *slot = tok.parse().map_err(|_| ParseError("bad cpu tick count"))?;
+            n += 1;
+        }
+        // Kernels since 2.6 have at least user, nice, system, idle and iowait.
+        if n < 5 {
+            return Err(ParseError("truncated cpu line"));
+        }
+        Ok(CpuLine { cpu, ticks })
+    })
 }
 
 /// The 1, 5 and 15 minute load averages of `/proc/loadavg`.
@@ -73,9 +67,7 @@ pub(crate) fn loadavg(text: &str) -> Result<[f64; 3], ParseError> {
 /// `Name: value [kB]` lines of `/proc/meminfo`, values in bytes (kB are KiB).
 pub(crate) fn meminfo(text: &str) -> impl Iterator<Item = Result<(&str, u64), ParseError>> {
     text.lines().filter(|l| !l.trim().is_empty()).map(|line| {
-        let (name, rest) = line
-            .split_once(':')
-            .ok_or(ParseError("meminfo line without ':'"))?;
+        let (name, rest) = line.split_once(':').ok_or(ParseError("meminfo line without ':'"))?;
         let mut it = rest.split_ascii_whitespace();
         let v: u64 = num(it.next(), "bad meminfo value")?;
         match it.next() {
@@ -124,9 +116,7 @@ pub(crate) fn pressure(text: &str) -> Result<Pressure, ParseError> {
         let mut avg10 = None;
         let mut total = None;
         for tok in it {
-            let (k, v) = tok
-                .split_once('=')
-                .ok_or(ParseError("PSI field without '='"))?;
+            let (k, v) = tok.split_once('=').ok_or(ParseError("PSI field without '='"))?;
             match k {
                 "avg10" => avg10 = Some(v.parse::<f64>().map_err(|_| ParseError("bad PSI avg10"))?),
                 "total" => total = Some(v.parse::<u64>().map_err(|_| ParseError("bad PSI total"))?),
@@ -170,9 +160,7 @@ pub(crate) fn diskstats(text: &str) -> impl Iterator<Item = Result<DiskLine<'_>,
         let mut it = line.split_ascii_whitespace();
         let _major = it.next();
         let _minor = it.next();
-        let name = it
-            .next()
-            .ok_or(ParseError("diskstats line without a name"))?;
+        let name = it.next().ok_or(ParseError("diskstats line without a name"))?;
         let mut f = [0u64; 11];
         for slot in f.iter_mut() {
             *slot = num(it.next(), "truncated diskstats line")?;
@@ -204,25 +192,16 @@ pub(crate) struct NetDevLine<'a> {
 
 /// Interface lines of `/proc/net/dev` (the two header lines are skipped).
 pub(crate) fn net_dev(text: &str) -> impl Iterator<Item = Result<NetDevLine<'_>, ParseError>> {
-    text.lines()
-        .skip(2)
-        .filter(|l| !l.trim().is_empty())
-        .map(|line| {
-            let (name, rest) = line
-                .split_once(':')
-                .ok_or(ParseError("net/dev line without ':'"))?;
-            let mut it = rest.split_ascii_whitespace();
-            let mut rx = [0u64; 8];
-            let mut tx = [0u64; 8];
-            for slot in rx.iter_mut().chain(tx.iter_mut()) {
-                *slot = num(it.next(), "truncated net/dev line")?;
-            }
-            Ok(NetDevLine {
-                name: name.trim(),
-                rx,
-                tx,
-            })
-        })
+    text.lines().skip(2).filter(|l| !l.trim().is_empty()).map(|line| {
+        let (name, rest) = line.split_once(':').ok_or(ParseError("net/dev line without ':'"))?;
+        let mut it = rest.split_ascii_whitespace();
+        let mut rx = [0u64; 8];
+        let mut tx = [0u64; 8];
+        for slot in rx.iter_mut().chain(tx.iter_mut()) {
+            *slot = num(it.next(), "truncated net/dev line")?;
+        }
+        Ok(NetDevLine { name: name.trim(), rx, tx })
+    })
 }
 
 /// Calls `f(section, field, value)` for every field of `/proc/net/snmp` (and the
@@ -231,15 +210,9 @@ pub(crate) fn net_dev(text: &str) -> impl Iterator<Item = Result<NetDevLine<'_>,
 pub(crate) fn snmp(text: &str, mut f: impl FnMut(&str, &str, i64)) -> Result<(), ParseError> {
     let mut lines = text.lines().filter(|l| !l.trim().is_empty());
     while let Some(header) = lines.next() {
-        let values = lines
-            .next()
-            .ok_or(ParseError("snmp header without values"))?;
-        let (sec_h, names) = header
-            .split_once(':')
-            .ok_or(ParseError("snmp line without ':'"))?;
-        let (sec_v, vals) = values
-            .split_once(':')
-            .ok_or(ParseError("snmp line without ':'"))?;
+        let values = lines.next().ok_or(ParseError("snmp header without values"))?;
+        let (sec_h, names) = header.split_once(':').ok_or(ParseError("snmp line without ':'"))?;
+        let (sec_v, vals) = values.split_once(':').ok_or(ParseError("snmp line without ':'"))?;
         if sec_h != sec_v {
             return Err(ParseError("snmp header and value lines disagree"));
         }
@@ -311,13 +284,8 @@ pub(crate) fn unescape_octal(s: &str) -> Cow<'_, str> {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = (b[i + 1] - b'0') as u32 * 64
-                + (b[i + 2] - b'0') as u32 * 8
-                + (b[i + 3] - b'0') as u32;
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            let v = (b[i + 1] - b'0') as u32 * 64 + (b[i + 2] - b'0') as u32 * 8 + (b[i + 3] - b'0') as u32;
             out.push(v as u8);
             i += 4;
         } else {
@@ -338,9 +306,7 @@ mod tests {
                     cpu0 30823 0 3447 471938 77 0 9 54 0 0\n\
                     cpu1 31217 1 4031 470969 299 0 49 65 0 0\n\
                     intr 413581 0 0\nctxt 510459\n";
-        let lines: Vec<_> = stat_cpu_lines(text)
-            .collect::<Result<_, _>>()
-            .expect("valid");
+        let lines: Vec<_> = stat_cpu_lines(text).collect::<Result<_, _>>().expect("valid");
         assert_eq!(lines.len(), 3);
         assert_eq!(lines[0].cpu, None);
         assert_eq!(lines[0].ticks, [62040, 0, 7479, 942907, 377, 0, 58, 119]);
@@ -362,10 +328,7 @@ mod tests {
 
     #[test]
     fn loadavg_parses_and_rejects_truncation() {
-        assert_eq!(
-            loadavg("2.03 1.43 0.65 3/99 8198\n"),
-            Ok([2.03, 1.43, 0.65])
-        );
+        assert_eq!(loadavg("2.03 1.43 0.65 3/99 8198\n"), Ok([2.03, 1.43, 0.65]));
         assert!(loadavg("2.03 1.43").is_err());
         assert!(loadavg("2.03 1.43 0.6").is_err());
         assert!(loadavg("a b c 1/2 3").is_err());
@@ -384,14 +347,7 @@ mod tests {
     #[test]
     fn flat_keyed_parses_vmstat_and_memory_stat() {
         let v: Vec<_> = flat_keyed("pgfault 13346327\npgmajfault 1451\noom_kill 0\n").collect();
-        assert_eq!(
-            v,
-            vec![
-                Ok(("pgfault", 13346327)),
-                Ok(("pgmajfault", 1451)),
-                Ok(("oom_kill", 0))
-            ]
-        );
+        assert_eq!(v, vec![Ok(("pgfault", 13346327)), Ok(("pgmajfault", 1451)), Ok(("oom_kill", 0))]);
         let bad: Vec<_> = flat_keyed("cache\nrss 12").collect();
         assert!(bad[0].is_err());
         assert_eq!(bad[1], Ok(("rss", 12)));
@@ -404,22 +360,9 @@ mod tests {
              full avg10=0.10 avg60=0.00 avg300=0.00 total=7\n",
         )
         .expect("valid");
-        assert_eq!(
-            p.some,
-            Some(PsiLine {
-                avg10: 3.42,
-                total_us: 20371890
-            })
-        );
-        assert_eq!(
-            p.full,
-            Some(PsiLine {
-                avg10: 0.10,
-                total_us: 7
-            })
-        );
-        let only_some =
-            pressure("some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n").expect("valid");
+        assert_eq!(p.some, Some(PsiLine { avg10: 3.42, total_us: 20371890 }));
+        assert_eq!(p.full, Some(PsiLine { avg10: 0.10, total_us: 7 }));
+        let only_some = pressure("some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n").expect("valid");
         assert_eq!(only_some.full, None);
         assert!(pressure("some avg10=0.00 avg60=0.0").is_err());
         assert!(pressure("").is_err());

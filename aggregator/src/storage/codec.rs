@@ -32,10 +32,7 @@ pub struct BlockHeader {
 }
 
 fn corrupt(reason: impl Into<String>) -> StoreError {
-    StoreError::Corrupt {
-        what: "block",
-        reason: reason.into(),
-    }
+    StoreError::Corrupt { what: "block", reason: reason.into() }
 }
 
 /// Encodes points (strictly ascending timestamps, no NaN, at least one point).
@@ -43,25 +40,19 @@ pub fn encode_block(points: &[(i64, f64)]) -> Result<Vec<u8>, StoreError> {
     let (first, last) = match (points.first(), points.last()) {
         (Some(f), Some(l)) => (f.0, l.0),
         _ => {
-            return Err(StoreError::Engine(
-                "refusing to encode an empty block".to_owned(),
-            ));
+            return Err(StoreError::Engine("refusing to encode an empty block".to_owned()));
         }
     };
     if points.windows(2).any(|w| w[0].0 >= w[1].0) {
-        return Err(StoreError::Engine(
-            "block timestamps are not strictly ascending".to_owned(),
-        ));
+        return Err(StoreError::Engine("block timestamps are not strictly ascending".to_owned()));
     }
-    let count = u32::try_from(points.len()).map_err(|_| {
-        StoreError::Engine(format!("block of {} points is too large", points.len()))
-    })?;
+    let count = u32::try_from(points.len())
+        .map_err(|_| StoreError::Engine(format!("block of {} points is too large", points.len())))?;
     let ts: Vec<i64> = points.iter().map(|p| p.0).collect();
     let vals: Vec<f64> = points.iter().map(|p| p.1).collect();
     let config = ChunkConfig::default();
     let ts_bytes = simple_compress(&ts, &config).map_err(|e| StoreError::Engine(e.to_string()))?;
-    let val_bytes =
-        simple_compress(&vals, &config).map_err(|e| StoreError::Engine(e.to_string()))?;
+    let val_bytes = simple_compress(&vals, &config).map_err(|e| StoreError::Engine(e.to_string()))?;
     let mut out = Vec::with_capacity(HEADER_LEN + ts_bytes.len() + val_bytes.len());
     out.push(BLOCK_VERSION);
     out.extend_from_slice(&count.to_be_bytes());
@@ -77,21 +68,14 @@ pub fn encode_block(points: &[(i64, f64)]) -> Result<Vec<u8>, StoreError> {
 /// Reads the header of an encoded block.
 pub fn decode_header(b: &[u8]) -> Result<BlockHeader, StoreError> {
     if b.len() < HEADER_LEN {
-        return Err(corrupt(format!(
-            "{} bytes, shorter than the header",
-            b.len()
-        )));
+        return Err(corrupt(format!("{} bytes, shorter than the header", b.len())));
     }
     if b[0] != BLOCK_VERSION {
         return Err(corrupt(format!("unknown block version {}", b[0])));
     }
     let u32_at = |i: usize| u32::from_be_bytes(b[i..i + 4].try_into().expect("4 bytes"));
     let i64_at = |i: usize| i64::from_be_bytes(b[i..i + 8].try_into().expect("8 bytes"));
-    let h = BlockHeader {
-        count: u32_at(1),
-        min_ts: i64_at(5),
-        max_ts: i64_at(13),
-    };
+    let h = BlockHeader { count: u32_at(1), min_ts: i64_at(5), max_ts: i64_at(13) };
     if h.count == 0 || h.min_ts > h.max_ts || (h.count == 1 && h.min_ts != h.max_ts) {
         return Err(corrupt(format!("inconsistent header {h:?}")));
     }
@@ -111,10 +95,8 @@ pub fn decode_block(b: &[u8]) -> Result<(BlockHeader, Vec<(i64, f64)>), StoreErr
         )));
     }
     let (ts_bytes, val_bytes) = body.split_at(ts_len);
-    let ts: Vec<i64> =
-        simple_decompress(ts_bytes).map_err(|e| corrupt(format!("timestamps: {e}")))?;
-    let vals: Vec<f64> =
-        simple_decompress(val_bytes).map_err(|e| corrupt(format!("values: {e}")))?;
+    let ts: Vec<i64> = simple_decompress(ts_bytes).map_err(|e| corrupt(format!("timestamps: {e}")))?;
+    let vals: Vec<f64> = simple_decompress(val_bytes).map_err(|e| corrupt(format!("values: {e}")))?;
     if ts.len() != h.count as usize || vals.len() != h.count as usize {
         return Err(corrupt(format!(
             "header says {} points, found {} timestamps and {} values",
@@ -160,29 +142,15 @@ mod tests {
         pts[8].1 = f64::MAX;
         let enc = encode_block(&pts).expect("encode");
         let (h, dec) = decode_block(&enc).expect("decode");
-        assert_eq!(
-            h,
-            BlockHeader {
-                count: 1800,
-                min_ts: pts[0].0,
-                max_ts: pts[1799].0
-            }
-        );
+        assert_eq!(h, BlockHeader { count: 1800, min_ts: pts[0].0, max_ts: pts[1799].0 });
         assert_eq!(decode_header(&enc).expect("header"), h);
         assert_eq!(bits(&dec), bits(&pts));
-        assert!(
-            enc.len() < 1800 * 16 / 2,
-            "should compress: {} bytes",
-            enc.len()
-        );
+        assert!(enc.len() < 1800 * 16 / 2, "should compress: {} bytes", enc.len());
     }
 
     #[test]
     fn round_trips_single_point_and_negative_times() {
-        for pts in [
-            vec![(-5, 1.5)],
-            vec![(i64::MIN, 1.0), (0, 2.0), (i64::MAX, -0.0)],
-        ] {
+        for pts in [vec![(-5, 1.5)], vec![(i64::MIN, 1.0), (0, 2.0), (i64::MAX, -0.0)]] {
             let (_, dec) = decode_block(&encode_block(&pts).expect("encode")).expect("decode");
             assert_eq!(bits(&dec), bits(&pts));
         }
@@ -199,10 +167,7 @@ mod tests {
     fn truncated_input_is_an_error() {
         let enc = encode_block(&sample(300)).expect("encode");
         for n in 0..enc.len() {
-            assert!(
-                decode_block(&enc[..n]).is_err(),
-                "truncated to {n} bytes decoded"
-            );
+            assert!(decode_block(&enc[..n]).is_err(), "truncated to {n} bytes decoded");
         }
     }
 

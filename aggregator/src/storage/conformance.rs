@@ -7,8 +7,7 @@
 //! Expected values are computed here from a plain model, not from store helpers.
 
 use super::{
-    AgentProgress, HostRecord, RetentionRule, Rollup, SeriesId, SeriesMeta, Store, StoreError,
-    StoreOptions, WriteBatch,
+    AgentProgress, HostRecord, RetentionRule, Rollup, SeriesId, SeriesMeta, Store, StoreError, StoreOptions, WriteBatch,
 };
 use augur_core::{MetricKind, SeriesKey};
 use std::collections::BTreeMap;
@@ -30,11 +29,7 @@ pub(crate) fn key(resource: &str, metric: &str) -> SeriesKey {
 
 /// Writes points without progress.
 pub(crate) fn put(s: &dyn Store, points: &[(SeriesId, i64, f64)]) {
-    s.write(&WriteBatch {
-        points: points.to_vec(),
-        progress: None,
-    })
-    .expect("write");
+    s.write(&WriteBatch { points: points.to_vec(), progress: None }).expect("write");
 }
 
 /// Points as comparable bits (bit-exact `f64` comparison).
@@ -63,10 +58,7 @@ pub(crate) fn rollup_bits(r: &[Rollup]) -> Vec<[u64; 7]> {
 fn model_rollups(model: &BTreeMap<i64, f64>, lo: i64, hi: i64) -> Vec<Rollup> {
     let mut by_minute: BTreeMap<i64, Vec<(i64, f64)>> = BTreeMap::new();
     for (&t, &v) in model {
-        by_minute
-            .entry(t.div_euclid(MIN) * MIN)
-            .or_default()
-            .push((t, v));
+        by_minute.entry(t.div_euclid(MIN) * MIN).or_default().push((t, v));
     }
     by_minute
         .into_iter()
@@ -102,23 +94,13 @@ pub(crate) fn resolve_is_idempotent_and_distinct_per_host(make: Make<'_>) {
     let mut ids = vec![a, b, c, d];
     ids.sort_unstable();
     assert_eq!(ids, vec![1, 2, 3, 4], "ids are dense from 1 and distinct");
-    assert_eq!(
-        s.series_meta(a),
-        Some(SeriesMeta {
-            host_id: "h1".into(),
-            key: k1.clone()
-        })
-    );
+    assert_eq!(s.series_meta(a), Some(SeriesMeta { host_id: "h1".into(), key: k1.clone() }));
     assert_eq!(s.series_meta(d).map(|m| m.key), Some(k3));
     assert_eq!(s.series_meta(0), None);
     assert_eq!(s.series_meta(99), None);
     let all: Vec<SeriesId> = s.list_series(None).into_iter().map(|(id, _)| id).collect();
     assert_eq!(all, vec![1, 2, 3, 4]);
-    let h1: Vec<SeriesId> = s
-        .list_series(Some("h1"))
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect();
+    let h1: Vec<SeriesId> = s.list_series(Some("h1")).into_iter().map(|(id, _)| id).collect();
     assert_eq!(h1, vec![a, c, d]);
     assert!(s.list_series(Some("nobody")).is_empty());
 }
@@ -129,65 +111,19 @@ pub(crate) fn write_and_read_range_boundaries(make: Make<'_>) {
     let a = s.resolve_series("h1", &key("host", "a")).expect("resolve");
     let b = s.resolve_series("h1", &key("host", "b")).expect("resolve");
     // Written out of order, over two batches.
-    put(
-        &*s,
-        &[
-            (a, T0 + 5000, 5.0),
-            (a, T0 + 1000, 1.0),
-            (b, T0 + 2000, -2.0),
-            (a, T0 + 9000, 9.0),
-        ],
-    );
-    put(
-        &*s,
-        &[
-            (a, T0 + 2000, 2.0),
-            (a, T0, 0.0),
-            (a, T0 - 1, -1.0),
-            (a, T0 + 4000, 4.0),
-        ],
-    );
+    put(&*s, &[(a, T0 + 5000, 5.0), (a, T0 + 1000, 1.0), (b, T0 + 2000, -2.0), (a, T0 + 9000, 9.0)]);
+    put(&*s, &[(a, T0 + 2000, 2.0), (a, T0, 0.0), (a, T0 - 1, -1.0), (a, T0 + 4000, 4.0)]);
     let r = s.read_range(a, T0 + 1000, T0 + 5000).expect("read");
-    assert_eq!(
-        r,
-        vec![(T0 + 1000, 1.0), (T0 + 2000, 2.0), (T0 + 4000, 4.0)]
-    );
+    assert_eq!(r, vec![(T0 + 1000, 1.0), (T0 + 2000, 2.0), (T0 + 4000, 4.0)]);
     let all = s.read_range(a, i64::MIN, i64::MAX).expect("read");
     let ts: Vec<i64> = all.iter().map(|p| p.0).collect();
-    assert_eq!(
-        ts,
-        vec![
-            T0 - 1,
-            T0,
-            T0 + 1000,
-            T0 + 2000,
-            T0 + 4000,
-            T0 + 5000,
-            T0 + 9000
-        ]
-    );
-    assert!(
-        s.read_range(a, T0 + 5000, T0 + 5000)
-            .expect("read")
-            .is_empty()
-    );
+    assert_eq!(ts, vec![T0 - 1, T0, T0 + 1000, T0 + 2000, T0 + 4000, T0 + 5000, T0 + 9000]);
+    assert!(s.read_range(a, T0 + 5000, T0 + 5000).expect("read").is_empty());
     assert!(s.read_range(a, T0 + 6000, T0).expect("read").is_empty());
-    assert_eq!(
-        s.read_range(a, T0 + 9000, T0 + 9001).expect("read"),
-        vec![(T0 + 9000, 9.0)]
-    );
-    assert_eq!(
-        s.read_range(b, T0, T0 + HOUR).expect("read"),
-        vec![(T0 + 2000, -2.0)]
-    );
-    assert!(matches!(
-        s.read_range(99, 0, 1),
-        Err(StoreError::UnknownSeries(99))
-    ));
-    assert!(matches!(
-        s.read_rollups(99, 0, 1),
-        Err(StoreError::UnknownSeries(99))
-    ));
+    assert_eq!(s.read_range(a, T0 + 9000, T0 + 9001).expect("read"), vec![(T0 + 9000, 9.0)]);
+    assert_eq!(s.read_range(b, T0, T0 + HOUR).expect("read"), vec![(T0 + 2000, -2.0)]);
+    assert!(matches!(s.read_range(99, 0, 1), Err(StoreError::UnknownSeries(99))));
+    assert!(matches!(s.read_rollups(99, 0, 1), Err(StoreError::UnknownSeries(99))));
     assert!(matches!(s.latest(99), Err(StoreError::UnknownSeries(99))));
 }
 
@@ -198,15 +134,9 @@ pub(crate) fn duplicate_timestamps_keep_last_written(make: Make<'_>) {
     put(&*s, &[(a, T0, 1.0)]);
     put(&*s, &[(a, T0, 2.0)]);
     put(&*s, &[(a, T0 + 1000, 3.0), (a, T0 + 1000, 4.0)]);
-    assert_eq!(
-        s.read_range(a, T0, T0 + MIN).expect("read"),
-        vec![(T0, 2.0), (T0 + 1000, 4.0)]
-    );
+    assert_eq!(s.read_range(a, T0, T0 + MIN).expect("read"), vec![(T0, 2.0), (T0 + 1000, 4.0)]);
     s.seal_all_and_compact().expect("seal");
-    assert_eq!(
-        s.read_range(a, T0, T0 + MIN).expect("read"),
-        vec![(T0, 2.0), (T0 + 1000, 4.0)]
-    );
+    assert_eq!(s.read_range(a, T0, T0 + MIN).expect("read"), vec![(T0, 2.0), (T0 + 1000, 4.0)]);
     // Overwrite a sealed point: visible at once, and after sealing again.
     put(&*s, &[(a, T0, -0.0)]);
     let expect = bits(&[(T0, -0.0), (T0 + 1000, 4.0)]);
@@ -216,11 +146,7 @@ pub(crate) fn duplicate_timestamps_keep_last_written(make: Make<'_>) {
     s.seal_all_and_compact().expect("seal");
     assert_eq!(bits(&s.read_range(a, T0, T0 + MIN).expect("read")), expect);
     let r = s.read_rollups(a, T0, T0 + MIN).expect("rollups");
-    assert_eq!(
-        (r.len(), r[0].count, r[0].sum),
-        (1, 2, 4.0),
-        "a replaced point is not counted twice"
-    );
+    assert_eq!((r.len(), r[0].count, r[0].sum), (1, 2, 4.0), "a replaced point is not counted twice");
 }
 
 /// `latest` is the newest point by timestamp, open or sealed.
@@ -247,38 +173,18 @@ pub(crate) fn progress_is_atomic_with_points(make: Make<'_>) {
     let s = make(StoreOptions::default());
     let a = s.resolve_series("h1", &key("host", "a")).expect("resolve");
     assert_eq!(s.agent_progress("h1").expect("progress"), None);
-    let p3 = AgentProgress {
-        incarnation: 7,
-        acked_sequence: 3,
-    };
-    s.write(&WriteBatch {
-        points: vec![(a, T0, 1.0)],
-        progress: Some(("h1".into(), p3)),
-    })
-    .expect("write");
+    let p3 = AgentProgress { incarnation: 7, acked_sequence: 3 };
+    s.write(&WriteBatch { points: vec![(a, T0, 1.0)], progress: Some(("h1".into(), p3)) }).expect("write");
     assert_eq!(s.agent_progress("h1").expect("progress"), Some(p3));
     assert_eq!(s.agent_progress("h2").expect("progress"), None);
     // A batch with an unknown series fails as a whole.
-    let p4 = AgentProgress {
-        incarnation: 7,
-        acked_sequence: 4,
-    };
-    let bad = WriteBatch {
-        points: vec![(a, T0 + 1000, 2.0), (42, T0, 1.0)],
-        progress: Some(("h1".into(), p4)),
-    };
+    let p4 = AgentProgress { incarnation: 7, acked_sequence: 4 };
+    let bad = WriteBatch { points: vec![(a, T0 + 1000, 2.0), (42, T0, 1.0)], progress: Some(("h1".into(), p4)) };
     assert!(matches!(s.write(&bad), Err(StoreError::UnknownSeries(42))));
     assert_eq!(s.agent_progress("h1").expect("progress"), Some(p3));
-    assert_eq!(
-        s.read_range(a, T0, T0 + MIN).expect("read"),
-        vec![(T0, 1.0)]
-    );
+    assert_eq!(s.read_range(a, T0, T0 + MIN).expect("read"), vec![(T0, 1.0)]);
     // Progress alone is a valid batch.
-    s.write(&WriteBatch {
-        points: vec![],
-        progress: Some(("h1".into(), p4)),
-    })
-    .expect("write");
+    s.write(&WriteBatch { points: vec![], progress: Some(("h1".into(), p4)) }).expect("write");
     assert_eq!(s.agent_progress("h1").expect("progress"), Some(p4));
 }
 
@@ -286,36 +192,20 @@ pub(crate) fn progress_is_atomic_with_points(make: Make<'_>) {
 pub(crate) fn nan_points_are_not_stored(make: Make<'_>) {
     let s = make(StoreOptions::default());
     let a = s.resolve_series("h1", &key("host", "a")).expect("resolve");
-    put(
-        &*s,
-        &[
-            (a, T0, 1.0),
-            (a, T0 + 1000, f64::NAN),
-            (a, T0 + 2000, f64::INFINITY),
-        ],
-    );
+    put(&*s, &[(a, T0, 1.0), (a, T0 + 1000, f64::NAN), (a, T0 + 2000, f64::INFINITY)]);
     let expect = vec![(T0, 1.0), (T0 + 2000, f64::INFINITY)];
     assert_eq!(s.read_range(a, T0, T0 + MIN).expect("read"), expect);
     s.seal_all_and_compact().expect("seal");
     assert_eq!(s.read_range(a, T0, T0 + MIN).expect("read"), expect);
-    assert_eq!(
-        s.latest(a).expect("latest"),
-        Some((T0 + 2000, f64::INFINITY))
-    );
+    assert_eq!(s.latest(a).expect("latest"), Some((T0 + 2000, f64::INFINITY)));
 }
 
 /// Sealing moves points into blocks without changing what reads return.
 pub(crate) fn maintain_seals_and_reads_identically(make: Make<'_>) {
-    let opts = StoreOptions {
-        block_points: 60,
-        max_open_age: Duration::from_secs(600),
-        ..Default::default()
-    };
+    let opts = StoreOptions { block_points: 60, max_open_age: Duration::from_secs(600), ..Default::default() };
     let s = make(opts);
-    let ids: Vec<SeriesId> = ["a", "b"]
-        .iter()
-        .map(|m| s.resolve_series("h1", &key("host", m)).expect("resolve"))
-        .collect();
+    let ids: Vec<SeriesId> =
+        ["a", "b"].iter().map(|m| s.resolve_series("h1", &key("host", m)).expect("resolve")).collect();
     for chunk in 0..108 {
         let mut points = Vec::new();
         for i in chunk * 10..(chunk + 1) * 10 {
@@ -331,10 +221,7 @@ pub(crate) fn maintain_seals_and_reads_identically(make: Make<'_>) {
             .map(|&id| {
                 (
                     bits(&s.read_range(id, T0 - HOUR, T0 + 4 * HOUR).expect("read")),
-                    rollup_bits(
-                        &s.read_rollups(id, T0 - HOUR, T0 + 4 * HOUR)
-                            .expect("rollups"),
-                    ),
+                    rollup_bits(&s.read_rollups(id, T0 - HOUR, T0 + 4 * HOUR).expect("rollups")),
                     s.latest(id).expect("latest"),
                 )
             })
@@ -357,22 +244,13 @@ pub(crate) fn maintain_seals_and_reads_identically(make: Make<'_>) {
     // A series idle for longer than max_open_age is sealed completely.
     let c = s.resolve_series("h1", &key("host", "c")).expect("resolve");
     put(&*s, &[(c, T0, 1.0), (c, T0 + 1000, 2.0)]);
-    assert_eq!(
-        s.maintain(T0 + 20 * MIN).expect("maintain").points_sealed,
-        2
-    );
-    assert_eq!(
-        s.read_range(c, T0, T0 + MIN).expect("read"),
-        vec![(T0, 1.0), (T0 + 1000, 2.0)]
-    );
+    assert_eq!(s.maintain(T0 + 20 * MIN).expect("maintain").points_sealed, 2);
+    assert_eq!(s.read_range(c, T0, T0 + MIN).expect("read"), vec![(T0, 1.0), (T0 + 1000, 2.0)]);
 }
 
 /// Late points into a sealed range merge with it (new, replaced, before and after).
 pub(crate) fn late_data_merges_into_sealed_range(make: Make<'_>) {
-    let opts = StoreOptions {
-        block_points: 30,
-        ..Default::default()
-    };
+    let opts = StoreOptions { block_points: 30, ..Default::default() };
     let s = make(opts);
     let a = s.resolve_series("h1", &key("host", "a")).expect("resolve");
     let mut model = BTreeMap::new();
@@ -400,31 +278,19 @@ pub(crate) fn late_data_merges_into_sealed_range(make: Make<'_>) {
     let expect_pts = bits(&model_points(&model));
     let expect_rollups = rollup_bits(&model_rollups(&model, lo, hi));
     assert_eq!(bits(&s.read_range(a, lo, hi).expect("read")), expect_pts);
-    assert_eq!(
-        rollup_bits(&s.read_rollups(a, lo, hi).expect("rollups")),
-        expect_rollups
-    );
+    assert_eq!(rollup_bits(&s.read_rollups(a, lo, hi).expect("rollups")), expect_rollups);
     let st = s.seal_all_and_compact().expect("seal");
     assert_eq!(st.points_sealed, late.len() as u64);
     assert_eq!(bits(&s.read_range(a, lo, hi).expect("read")), expect_pts);
-    assert_eq!(
-        rollup_bits(&s.read_rollups(a, lo, hi).expect("rollups")),
-        expect_rollups
-    );
+    assert_eq!(rollup_bits(&s.read_rollups(a, lo, hi).expect("rollups")), expect_rollups);
     // Replaying the same points again (an agent resending a batch) changes nothing.
     for &(t, v) in &late {
         put(&*s, &[(a, t, v)]);
     }
-    assert_eq!(
-        rollup_bits(&s.read_rollups(a, lo, hi).expect("rollups")),
-        expect_rollups
-    );
+    assert_eq!(rollup_bits(&s.read_rollups(a, lo, hi).expect("rollups")), expect_rollups);
     s.seal_all_and_compact().expect("seal");
     assert_eq!(bits(&s.read_range(a, lo, hi).expect("read")), expect_pts);
-    assert_eq!(
-        rollup_bits(&s.read_rollups(a, lo, hi).expect("rollups")),
-        expect_rollups
-    );
+    assert_eq!(rollup_bits(&s.read_rollups(a, lo, hi).expect("rollups")), expect_rollups);
 }
 
 /// Rollups (min, max, avg, last, count) cover sealed and open data alike.
@@ -436,53 +302,30 @@ pub(crate) fn rollups_cover_sealed_and_open(make: Make<'_>) {
     for i in 0..36 {
         model.insert(T0 + i * 5000, (i % 7) as f64 - 3.0);
     }
-    put(
-        &*s,
-        &model.iter().map(|(&t, &v)| (a, t, v)).collect::<Vec<_>>(),
-    );
+    put(&*s, &model.iter().map(|(&t, &v)| (a, t, v)).collect::<Vec<_>>());
     s.seal_all_and_compact().expect("seal");
-    let open = [
-        (T0 + 2 * MIN + 2500, 100.0),
-        (T0 + 2 * MIN + 5000, -50.0),
-        (T0 + 3 * MIN, 1.0),
-        (T0 + 4 * MIN + 59_999, 2.0),
-    ];
+    let open =
+        [(T0 + 2 * MIN + 2500, 100.0), (T0 + 2 * MIN + 5000, -50.0), (T0 + 3 * MIN, 1.0), (T0 + 4 * MIN + 59_999, 2.0)];
     for &(t, v) in &open {
         model.insert(t, v);
     }
-    put(
-        &*s,
-        &open.iter().map(|&(t, v)| (a, t, v)).collect::<Vec<_>>(),
-    );
+    put(&*s, &open.iter().map(|&(t, v)| (a, t, v)).collect::<Vec<_>>());
     let r = s.read_rollups(a, T0, T0 + 5 * MIN).expect("rollups");
-    assert_eq!(
-        rollup_bits(&r),
-        rollup_bits(&model_rollups(&model, T0, T0 + 5 * MIN))
-    );
+    assert_eq!(rollup_bits(&r), rollup_bits(&model_rollups(&model, T0, T0 + 5 * MIN)));
     assert_eq!(r.len(), 5);
     let m2 = r[2];
     assert_eq!((m2.min, m2.max, m2.count), (-50.0, 100.0, 13));
-    assert_eq!(
-        (m2.last_ms, m2.last),
-        (T0 + 2 * MIN + 55_000, model[&(T0 + 2 * MIN + 55_000)])
-    );
+    assert_eq!((m2.last_ms, m2.last), (T0 + 2 * MIN + 55_000, model[&(T0 + 2 * MIN + 55_000)]));
     assert!((m2.avg() - m2.sum / 13.0).abs() < 1e-12);
     assert_eq!((r[4].count, r[4].last), (1, 2.0));
     // Bucket starts must lie in [start, end).
     let r = s.read_rollups(a, T0 + 1, T0 + 3 * MIN).expect("rollups");
     let starts: Vec<i64> = r.iter().map(|r| r.start_ms).collect();
     assert_eq!(starts, vec![T0 + MIN, T0 + 2 * MIN]);
-    assert!(
-        s.read_rollups(a, T0 + 1, T0 + MIN)
-            .expect("rollups")
-            .is_empty()
-    );
+    assert!(s.read_rollups(a, T0 + 1, T0 + MIN).expect("rollups").is_empty());
     s.seal_all_and_compact().expect("seal");
     let r = s.read_rollups(a, T0, T0 + 5 * MIN).expect("rollups");
-    assert_eq!(
-        rollup_bits(&r),
-        rollup_bits(&model_rollups(&model, T0, T0 + 5 * MIN))
-    );
+    assert_eq!(rollup_bits(&r), rollup_bits(&model_rollups(&model, T0, T0 + 5 * MIN)));
 }
 
 /// Retention drops old raw data and rollups per the first matching rule, else the defaults.
@@ -510,33 +353,13 @@ pub(crate) fn retention_follows_rules_and_defaults(make: Make<'_>) {
         ..Default::default()
     };
     let s = make(opts);
-    let gold_labels = BTreeMap::from([
-        ("tier".to_owned(), "gold".to_owned()),
-        ("dc".to_owned(), "x".to_owned()),
-    ]);
-    s.put_host(&HostRecord {
-        host_id: "gold".into(),
-        labels: gold_labels,
-        ..Default::default()
-    })
-    .expect("host");
-    s.put_host(&HostRecord {
-        host_id: "plain".into(),
-        ..Default::default()
-    })
-    .expect("host");
-    let gold = s
-        .resolve_series("gold", &key("host", "m"))
-        .expect("resolve");
-    let gold_ctr = s
-        .resolve_series("gold", &key("container/c1", "m"))
-        .expect("resolve");
-    let plain = s
-        .resolve_series("plain", &key("host", "m"))
-        .expect("resolve");
-    let ctr = s
-        .resolve_series("plain", &key("container/c1", "m"))
-        .expect("resolve");
+    let gold_labels = BTreeMap::from([("tier".to_owned(), "gold".to_owned()), ("dc".to_owned(), "x".to_owned())]);
+    s.put_host(&HostRecord { host_id: "gold".into(), labels: gold_labels, ..Default::default() }).expect("host");
+    s.put_host(&HostRecord { host_id: "plain".into(), ..Default::default() }).expect("host");
+    let gold = s.resolve_series("gold", &key("host", "m")).expect("resolve");
+    let gold_ctr = s.resolve_series("gold", &key("container/c1", "m")).expect("resolve");
+    let plain = s.resolve_series("plain", &key("host", "m")).expect("resolve");
+    let ctr = s.resolve_series("plain", &key("container/c1", "m")).expect("resolve");
     let ids = [gold, gold_ctr, plain, ctr];
     // Three clusters of 10 minutes at 10 s: 10 days, 3 hours and 10 minutes old.
     let clusters = [now - 10 * DAY, now - 3 * HOUR, now - 10 * MIN];
@@ -554,21 +377,11 @@ pub(crate) fn retention_follows_rules_and_defaults(make: Make<'_>) {
     assert!(st.blocks_expired > 0);
     assert!(st.rollups_expired > 0);
     let present = |id: SeriesId| -> Vec<bool> {
-        clusters
-            .iter()
-            .map(|&c| !s.read_range(id, c, c + 10 * MIN).expect("read").is_empty())
-            .collect()
+        clusters.iter().map(|&c| !s.read_range(id, c, c + 10 * MIN).expect("read").is_empty()).collect()
     };
     let full = |id: SeriesId, c: i64| s.read_range(id, c, c + 10 * MIN).expect("read").len() == 60;
     let rolled = |id: SeriesId| -> Vec<bool> {
-        clusters
-            .iter()
-            .map(|&c| {
-                !s.read_rollups(id, c, c + 10 * MIN)
-                    .expect("rollups")
-                    .is_empty()
-            })
-            .collect()
+        clusters.iter().map(|&c| !s.read_rollups(id, c, c + 10 * MIN).expect("rollups").is_empty()).collect()
     };
     // Gold host: the label rule wins even for its container series.
     for id in [gold, gold_ctr] {
@@ -601,10 +414,7 @@ pub(crate) fn hosts_are_upserted_and_listed(make: Make<'_>) {
         last_seen_ms: T0,
         incarnation: 1,
     };
-    let a = HostRecord {
-        host_id: "a".into(),
-        ..Default::default()
-    };
+    let a = HostRecord { host_id: "a".into(), ..Default::default() };
     s.put_host(&b).expect("put");
     s.put_host(&a).expect("put");
     b.last_seen_ms = T0 + 1000;

@@ -51,8 +51,7 @@ pub const CF_AUDIT: &str = "audit";
 pub const CF_MODEL: &str = "model";
 
 /// Every column family this version creates and opens.
-pub const COLUMN_FAMILIES: [&str; 6] =
-    [CF_META, CF_OPEN, CF_BLOCKS, CF_ROLLUPS, CF_AUDIT, CF_MODEL];
+pub const COLUMN_FAMILIES: [&str; 6] = [CF_META, CF_OPEN, CF_BLOCKS, CF_ROLLUPS, CF_AUDIT, CF_MODEL];
 
 /// `meta` key of the format version.
 pub const FORMAT_VERSION_KEY: &[u8] = b"format_version";
@@ -115,18 +114,13 @@ pub fn decode_point_key(what: &'static str, k: &[u8]) -> Result<(SeriesId, i64),
             let ts = decode_ts(ts.try_into().expect("8 bytes by the length check"));
             Ok((id, ts))
         }
-        _ => Err(corrupt(
-            what,
-            format!("key of {} bytes, expected {POINT_KEY_LEN}", k.len()),
-        )),
+        _ => Err(corrupt(what, format!("key of {} bytes, expected {POINT_KEY_LEN}", k.len()))),
     }
 }
 
 /// Decodes an `open` value.
 pub fn decode_point_value(v: &[u8]) -> Result<f64, StoreError> {
-    let b: [u8; 8] = v
-        .try_into()
-        .map_err(|_| corrupt("open point", format!("value of {} bytes", v.len())))?;
+    let b: [u8; 8] = v.try_into().map_err(|_| corrupt("open point", format!("value of {} bytes", v.len())))?;
     Ok(f64::from_bits(u64::from_be_bytes(b)))
 }
 
@@ -161,10 +155,7 @@ pub fn encode_progress(p: &AgentProgress) -> [u8; 16] {
 /// Inverse of [`encode_progress`].
 pub fn decode_progress(v: &[u8]) -> Result<AgentProgress, StoreError> {
     let mut r = Reader::new("agent progress", v);
-    let p = AgentProgress {
-        incarnation: r.u64()?,
-        acked_sequence: r.u64()?,
-    };
+    let p = AgentProgress { incarnation: r.u64()?, acked_sequence: r.u64()? };
     r.finish()?;
     Ok(p)
 }
@@ -232,10 +223,7 @@ pub fn decode_series_meta(v: &[u8]) -> Result<SeriesMeta, StoreError> {
         0 => MetricKind::Gauge,
         1 => MetricKind::Counter,
         k => {
-            return Err(corrupt(
-                "series registry",
-                format!("unknown metric kind {k}"),
-            ));
+            return Err(corrupt("series registry", format!("unknown metric kind {k}")));
         }
     };
     let n = r.u16()?;
@@ -246,16 +234,7 @@ pub fn decode_series_meta(v: &[u8]) -> Result<SeriesMeta, StoreError> {
         labels.insert(k, v);
     }
     r.finish()?;
-    Ok(SeriesMeta {
-        host_id,
-        key: SeriesKey {
-            resource,
-            metric,
-            unit,
-            kind,
-            labels,
-        },
-    })
+    Ok(SeriesMeta { host_id, key: SeriesKey { resource, metric, unit, kind, labels } })
 }
 
 /// Encodes a host record as JSON.
@@ -297,39 +276,25 @@ impl<'a> Reader<'a> {
     }
 
     fn u16(&mut self) -> Result<u16, StoreError> {
-        Ok(u16::from_be_bytes(
-            self.take(2)?.try_into().expect("took 2 bytes"),
-        ))
+        Ok(u16::from_be_bytes(self.take(2)?.try_into().expect("took 2 bytes")))
     }
 
     fn u32(&mut self) -> Result<u32, StoreError> {
-        Ok(u32::from_be_bytes(
-            self.take(4)?.try_into().expect("took 4 bytes"),
-        ))
+        Ok(u32::from_be_bytes(self.take(4)?.try_into().expect("took 4 bytes")))
     }
 
     fn u64(&mut self) -> Result<u64, StoreError> {
-        Ok(u64::from_be_bytes(
-            self.take(8)?.try_into().expect("took 8 bytes"),
-        ))
+        Ok(u64::from_be_bytes(self.take(8)?.try_into().expect("took 8 bytes")))
     }
 
     fn string(&mut self) -> Result<String, StoreError> {
         let n = self.u32()? as usize;
         let bytes = self.take(n)?;
-        String::from_utf8(bytes.to_vec())
-            .map_err(|_| corrupt(self.what, "invalid UTF-8".to_owned()))
+        String::from_utf8(bytes.to_vec()).map_err(|_| corrupt(self.what, "invalid UTF-8".to_owned()))
     }
 
     fn finish(self) -> Result<(), StoreError> {
-        if self.b.is_empty() {
-            Ok(())
-        } else {
-            Err(corrupt(
-                self.what,
-                format!("{} trailing bytes", self.b.len()),
-            ))
-        }
+        if self.b.is_empty() { Ok(()) } else { Err(corrupt(self.what, format!("{} trailing bytes", self.b.len()))) }
     }
 }
 
@@ -383,10 +348,8 @@ fn cf_options(name: &str, cache: &Cache) -> Options {
 /// this layout, then [`validate`]s it. Column families unknown to this version (from a
 /// newer one) are opened too, so the version check can report the mismatch clearly.
 pub(crate) fn open(path: &Path) -> Result<DB, StoreError> {
-    std::fs::create_dir_all(path).map_err(|e| StoreError::DataDir {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    })?;
+    std::fs::create_dir_all(path)
+        .map_err(|e| StoreError::DataDir { path: path.display().to_string(), reason: e.to_string() })?;
     let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
     let mut db_opts = Options::default();
     db_opts.create_if_missing(true);
@@ -405,15 +368,10 @@ pub(crate) fn open(path: &Path) -> Result<DB, StoreError> {
             }
         }
     }
-    let descriptors: Vec<ColumnFamilyDescriptor> = names
-        .iter()
-        .map(|n| ColumnFamilyDescriptor::new(n.as_str(), cf_options(n, &cache)))
-        .collect();
-    let db =
-        DB::open_cf_descriptors(&db_opts, path, descriptors).map_err(|e| StoreError::DataDir {
-            path: path.display().to_string(),
-            reason: e.into_string(),
-        })?;
+    let descriptors: Vec<ColumnFamilyDescriptor> =
+        names.iter().map(|n| ColumnFamilyDescriptor::new(n.as_str(), cf_options(n, &cache))).collect();
+    let db = DB::open_cf_descriptors(&db_opts, path, descriptors)
+        .map_err(|e| StoreError::DataDir { path: path.display().to_string(), reason: e.into_string() })?;
     validate(&db)?;
     Ok(db)
 }
@@ -430,10 +388,7 @@ pub(crate) fn validate(db: &DB) -> Result<(), StoreError> {
                 .map_err(|_| corrupt("format version", format!("value of {} bytes", v.len())))?;
             let found = u32::from_be_bytes(b);
             if found != FORMAT_VERSION {
-                return Err(StoreError::FormatVersion {
-                    found,
-                    expected: FORMAT_VERSION,
-                });
+                return Err(StoreError::FormatVersion { found, expected: FORMAT_VERSION });
             }
         }
         None => {
@@ -441,28 +396,20 @@ pub(crate) fn validate(db: &DB) -> Result<(), StoreError> {
                 let mut it = db.raw_iterator_cf(cf(db, name)?);
                 it.seek_to_first();
                 if it.valid() {
-                    return Err(StoreError::FormatVersion {
-                        found: 0,
-                        expected: FORMAT_VERSION,
-                    });
+                    return Err(StoreError::FormatVersion { found: 0, expected: FORMAT_VERSION });
                 }
             }
             let mut wo = rocksdb::WriteOptions::default();
             wo.set_sync(true);
-            db.put_cf_opt(meta, FORMAT_VERSION_KEY, FORMAT_VERSION.to_be_bytes(), &wo)
-                .map_err(engine)?;
+            db.put_cf_opt(meta, FORMAT_VERSION_KEY, FORMAT_VERSION.to_be_bytes(), &wo).map_err(engine)?;
         }
     }
     Ok(())
 }
 
 /// A column family handle of this layout.
-pub(crate) fn cf<'a>(
-    db: &'a DB,
-    name: &'static str,
-) -> Result<&'a rocksdb::ColumnFamily, StoreError> {
-    db.cf_handle(name)
-        .ok_or_else(|| StoreError::Engine(format!("column family {name} is missing")))
+pub(crate) fn cf<'a>(db: &'a DB, name: &'static str) -> Result<&'a rocksdb::ColumnFamily, StoreError> {
+    db.cf_handle(name).ok_or_else(|| StoreError::Engine(format!("column family {name} is missing")))
 }
 
 /// Overwrites the stored format version (tests of the version check).
@@ -470,8 +417,7 @@ pub(crate) fn cf<'a>(
 pub(crate) fn write_format_version_for_test(path: &Path, version: u32) {
     let db = open(path).expect("open a valid store");
     let meta = cf(&db, CF_META).expect("meta exists");
-    db.put_cf(meta, FORMAT_VERSION_KEY, version.to_be_bytes())
-        .expect("write version");
+    db.put_cf(meta, FORMAT_VERSION_KEY, version.to_be_bytes()).expect("write version");
 }
 
 #[cfg(test)]
@@ -487,10 +433,7 @@ mod tests {
         }
         for t in ts {
             assert_eq!(decode_ts(encode_ts(t)), t);
-            assert_eq!(
-                decode_point_key("k", &point_key(3, t)).expect("valid"),
-                (3, t)
-            );
+            assert_eq!(decode_point_key("k", &point_key(3, t)).expect("valid"), (3, t));
             assert!(point_key_after(3, t).as_slice() > point_key(3, t).as_slice());
             assert!(series_end(3).as_slice() > point_key(3, t).as_slice());
             assert!(series_start(3).as_slice() <= point_key(3, t).as_slice());
@@ -500,39 +443,20 @@ mod tests {
 
     #[test]
     fn records_round_trip_and_reject_garbage() {
-        let key = SeriesKey::new(
-            "container/x",
-            "cpu_seconds_total",
-            "seconds",
-            MetricKind::Counter,
-        )
-        .with_label("mode", "user");
-        let m = SeriesMeta {
-            host_id: "h1".into(),
-            key,
-        };
+        let key = SeriesKey::new("container/x", "cpu_seconds_total", "seconds", MetricKind::Counter)
+            .with_label("mode", "user");
+        let m = SeriesMeta { host_id: "h1".into(), key };
         let enc = encode_series_meta(&m);
         assert_eq!(decode_series_meta(&enc).expect("valid"), m);
         for n in 0..enc.len() {
             assert!(decode_series_meta(&enc[..n]).is_err());
         }
-        let r = Rollup {
-            start_ms: 60_000,
-            min: -0.0,
-            max: 3.5,
-            sum: 4.0,
-            count: 3,
-            last: 1.0,
-            last_ms: 61_000,
-        };
+        let r = Rollup { start_ms: 60_000, min: -0.0, max: 3.5, sum: 4.0, count: 3, last: 1.0, last_ms: 61_000 };
         let d = decode_rollup(60_000, &encode_rollup(&r)).expect("valid");
         assert_eq!(d, r);
         assert!(d.min.is_sign_negative());
         assert!(decode_rollup(0, &[0; 47]).is_err());
-        let p = AgentProgress {
-            incarnation: 9,
-            acked_sequence: 42,
-        };
+        let p = AgentProgress { incarnation: 9, acked_sequence: 42 };
         assert_eq!(decode_progress(&encode_progress(&p)).expect("valid"), p);
         assert!(decode_progress(&[1, 2, 3]).is_err());
         assert!(decode_point_value(&[0; 7]).is_err());

@@ -20,8 +20,8 @@
 //! one block per sealed series and one expired block per series that lost raw points.
 
 use super::{
-    AgentProgress, HostRecord, MaintenanceStats, RetentionRule, Rollup, SeriesId, SeriesMeta,
-    Store, StoreError, StoreOptions, WriteBatch,
+    AgentProgress, HostRecord, MaintenanceStats, RetentionRule, Rollup, SeriesId, SeriesMeta, Store, StoreError,
+    StoreOptions, WriteBatch,
 };
 use augur_core::SeriesKey;
 use std::collections::{BTreeMap, HashMap};
@@ -39,11 +39,7 @@ pub(crate) fn minute_of(ts: i64) -> i64 {
 /// The first minute start `>= ts` (saturating).
 pub(crate) fn minute_at_or_after(ts: i64) -> i64 {
     let q = ts.div_euclid(MINUTE_MS);
-    let q = if ts.rem_euclid(MINUTE_MS) == 0 {
-        q
-    } else {
-        q + 1
-    };
+    let q = if ts.rem_euclid(MINUTE_MS) == 0 { q } else { q + 1 };
     q.saturating_mul(MINUTE_MS)
 }
 
@@ -62,15 +58,8 @@ pub(crate) fn rule_matches(
     key: &SeriesKey,
 ) -> bool {
     let labels_ok = !rule.match_host_labels.is_empty()
-        && host_labels.is_some_and(|hl| {
-            rule.match_host_labels
-                .iter()
-                .all(|(k, v)| hl.get(k) == Some(v))
-        });
-    let prefix_ok = rule
-        .resource_prefix
-        .as_deref()
-        .is_some_and(|p| key.resource.starts_with(p));
+        && host_labels.is_some_and(|hl| rule.match_host_labels.iter().all(|(k, v)| hl.get(k) == Some(v)));
+    let prefix_ok = rule.resource_prefix.as_deref().is_some_and(|p| key.resource.starts_with(p));
     labels_ok || prefix_ok || (rule.match_host_labels.is_empty() && rule.resource_prefix.is_none())
 }
 
@@ -83,9 +72,7 @@ pub(crate) fn retention_for(
     opts.retention_rules
         .iter()
         .find(|r| rule_matches(r, host_labels, key))
-        .map_or((opts.raw_retention, opts.rollup_retention), |r| {
-            (r.raw, r.rollup)
-        })
+        .map_or((opts.raw_retention, opts.rollup_retention), |r| (r.raw, r.rollup))
 }
 
 /// Folds ascending points into one-minute rollups (ascending).
@@ -126,11 +113,7 @@ pub(crate) fn merge_points(older: &[(i64, f64)], newer: &[(i64, f64)]) -> Vec<(i
 /// The rollup of one minute given its sealed points, its open points (both ascending,
 /// open wins ties) and the stored rollup. With sealed points the stored rollup is
 /// derived from them and is recomputed; without, the open points fold into it.
-pub(crate) fn minute_rollup(
-    sealed: &[(i64, f64)],
-    open: &[(i64, f64)],
-    stored: Option<&Rollup>,
-) -> Option<Rollup> {
+pub(crate) fn minute_rollup(sealed: &[(i64, f64)], open: &[(i64, f64)], stored: Option<&Rollup>) -> Option<Rollup> {
     if !sealed.is_empty() {
         return rollups_of(&merge_points(sealed, open)).into_iter().next();
     }
@@ -160,11 +143,7 @@ pub(crate) fn seal_bound(
     if open_count == 0 || (open_count < opts.block_points && oldest >= stale) {
         return None;
     }
-    if newest < stale {
-        Some(None)
-    } else {
-        Some(Some(minute_of(newest)))
-    }
+    if newest < stale { Some(None) } else { Some(Some(minute_of(newest))) }
 }
 
 #[derive(Default)]
@@ -205,12 +184,7 @@ impl Inner {
         let touched: Vec<Rollup> = rollups_of(&to_seal);
         let had_sealed: Vec<bool> = touched
             .iter()
-            .map(|r| {
-                s.sealed
-                    .range(r.start_ms..r.start_ms.saturating_add(MINUTE_MS))
-                    .next()
-                    .is_some()
-            })
+            .map(|r| s.sealed.range(r.start_ms..r.start_ms.saturating_add(MINUTE_MS)).next().is_some())
             .collect();
         for &(t, v) in &to_seal {
             s.open.remove(&t);
@@ -219,11 +193,8 @@ impl Inner {
         for (fresh, had) in touched.iter().zip(had_sealed) {
             let m = fresh.start_ms;
             let r = if had {
-                let pts: Vec<(i64, f64)> = s
-                    .sealed
-                    .range(m..m.saturating_add(MINUTE_MS))
-                    .map(|(&t, &v)| (t, v))
-                    .collect();
+                let pts: Vec<(i64, f64)> =
+                    s.sealed.range(m..m.saturating_add(MINUTE_MS)).map(|(&t, &v)| (t, v)).collect();
                 rollups_of(&pts)[0]
             } else {
                 match s.rollups.get(&m) {
@@ -252,22 +223,15 @@ pub struct MemoryStore {
 impl MemoryStore {
     /// An empty store with these options.
     pub fn new(opts: StoreOptions) -> Self {
-        MemoryStore {
-            opts,
-            inner: RwLock::new(Inner::default()),
-        }
+        MemoryStore { opts, inner: RwLock::new(Inner::default()) }
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Inner> {
-        self.inner
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner.read().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn write_lock(&self) -> RwLockWriteGuard<'_, Inner> {
-        self.inner
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner.write().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn seal_and_expire(&self, now_ms: Option<i64>) -> MaintenanceStats {
@@ -275,9 +239,7 @@ impl MemoryStore {
         let mut stats = MaintenanceStats::default();
         for i in 0..inner.series.len() {
             let s = &inner.series[i];
-            let (Some((&oldest, _)), Some((&newest, _))) =
-                (s.open.first_key_value(), s.open.last_key_value())
-            else {
+            let (Some((&oldest, _)), Some((&newest, _))) = (s.open.first_key_value(), s.open.last_key_value()) else {
                 continue;
             };
             let bound = match now_ms {
@@ -319,16 +281,9 @@ impl Store for MemoryStore {
             return Ok(*id);
         }
         let id = inner.metas.len() as SeriesId + 1;
-        inner.metas.push(SeriesMeta {
-            host_id: host.to_owned(),
-            key: key.clone(),
-        });
+        inner.metas.push(SeriesMeta { host_id: host.to_owned(), key: key.clone() });
         inner.series.push(SeriesData::default());
-        inner
-            .by_key
-            .entry(host.to_owned())
-            .or_default()
-            .insert(key.clone(), id);
+        inner.by_key.entry(host.to_owned()).or_default().insert(key.clone(), id);
         Ok(id)
     }
 
@@ -367,44 +322,25 @@ impl Store for MemoryStore {
         Ok(self.read().progress.get(host).copied())
     }
 
-    fn read_range(
-        &self,
-        id: SeriesId,
-        start_ms: i64,
-        end_ms: i64,
-    ) -> Result<Vec<(i64, f64)>, StoreError> {
+    fn read_range(&self, id: SeriesId, start_ms: i64, end_ms: i64) -> Result<Vec<(i64, f64)>, StoreError> {
         let inner = self.read();
         let s = inner.data(id)?;
         if start_ms >= end_ms {
             return Ok(Vec::new());
         }
-        let sealed: Vec<(i64, f64)> = s
-            .sealed
-            .range(start_ms..end_ms)
-            .map(|(&t, &v)| (t, v))
-            .collect();
-        let open: Vec<(i64, f64)> = s
-            .open
-            .range(start_ms..end_ms)
-            .map(|(&t, &v)| (t, v))
-            .collect();
+        let sealed: Vec<(i64, f64)> = s.sealed.range(start_ms..end_ms).map(|(&t, &v)| (t, v)).collect();
+        let open: Vec<(i64, f64)> = s.open.range(start_ms..end_ms).map(|(&t, &v)| (t, v)).collect();
         Ok(merge_points(&sealed, &open))
     }
 
-    fn read_rollups(
-        &self,
-        id: SeriesId,
-        start_ms: i64,
-        end_ms: i64,
-    ) -> Result<Vec<Rollup>, StoreError> {
+    fn read_rollups(&self, id: SeriesId, start_ms: i64, end_ms: i64) -> Result<Vec<Rollup>, StoreError> {
         let inner = self.read();
         let s = inner.data(id)?;
         let (lo, hi) = (minute_at_or_after(start_ms), minute_at_or_after(end_ms));
         if lo >= hi {
             return Ok(Vec::new());
         }
-        let mut out: BTreeMap<i64, Rollup> =
-            s.rollups.range(lo..hi).map(|(&m, r)| (m, *r)).collect();
+        let mut out: BTreeMap<i64, Rollup> = s.rollups.range(lo..hi).map(|(&m, r)| (m, *r)).collect();
         let open: Vec<(i64, f64)> = s.open.range(lo..hi).map(|(&t, &v)| (t, v)).collect();
         for minute in rollups_of(&open) {
             let m = minute.start_ms;
@@ -430,9 +366,7 @@ impl Store for MemoryStore {
     }
 
     fn put_host(&self, rec: &HostRecord) -> Result<(), StoreError> {
-        self.write_lock()
-            .hosts
-            .insert(rec.host_id.clone(), rec.clone());
+        self.write_lock().hosts.insert(rec.host_id.clone(), rec.clone());
         Ok(())
     }
 
@@ -470,9 +404,6 @@ mod tests {
         assert_eq!(minute_at_or_after(60_000), 60_000);
         assert_eq!(minute_at_or_after(i64::MAX), i64::MAX);
         assert!(minute_at_or_after(i64::MIN) <= i64::MIN + MINUTE_MS);
-        assert_eq!(
-            merge_points(&[(1, 1.0), (2, 2.0)], &[(2, 3.0), (4, 4.0)]),
-            vec![(1, 1.0), (2, 3.0), (4, 4.0)]
-        );
+        assert_eq!(merge_points(&[(1, 1.0), (2, 2.0)], &[(2, 3.0), (4, 4.0)]), vec![(1, 1.0), (2, 3.0), (4, 4.0)]);
     }
 }

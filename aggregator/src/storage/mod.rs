@@ -71,24 +71,12 @@ pub struct Rollup {
 
 impl Rollup {
     pub fn avg(&self) -> f64 {
-        if self.count == 0 {
-            f64::NAN
-        } else {
-            self.sum / self.count as f64
-        }
+        if self.count == 0 { f64::NAN } else { self.sum / self.count as f64 }
     }
 
     /// A bucket holding one point.
     pub fn of_point(start_ms: i64, ts: i64, v: f64) -> Self {
-        Rollup {
-            start_ms,
-            min: v,
-            max: v,
-            sum: v,
-            count: 1,
-            last: v,
-            last_ms: ts,
-        }
+        Rollup { start_ms, min: v, max: v, sum: v, count: 1, last: v, last_ms: ts }
     }
 
     /// Folds `other` (same bucket or a coarser grouping) into `self`.
@@ -187,10 +175,7 @@ pub trait Store: Send + Sync + 'static {
     /// The id of `key` on `host` if it exists (never creates). The default walks the
     /// host's series; implementations override it with a map lookup.
     fn lookup_series(&self, host: &str, key: &SeriesKey) -> Option<SeriesId> {
-        self.list_series(Some(host))
-            .into_iter()
-            .find(|(_, m)| &m.key == key)
-            .map(|(id, _)| id)
+        self.list_series(Some(host)).into_iter().find(|(_, m)| &m.key == key).map(|(id, _)| id)
     }
 
     /// The host and key of a series id.
@@ -206,21 +191,11 @@ pub trait Store: Send + Sync + 'static {
     fn agent_progress(&self, host: &str) -> Result<Option<AgentProgress>, StoreError>;
 
     /// Raw points of a series with `start_ms <= t < end_ms`, ascending, one per timestamp.
-    fn read_range(
-        &self,
-        id: SeriesId,
-        start_ms: i64,
-        end_ms: i64,
-    ) -> Result<Vec<(i64, f64)>, StoreError>;
+    fn read_range(&self, id: SeriesId, start_ms: i64, end_ms: i64) -> Result<Vec<(i64, f64)>, StoreError>;
 
     /// One-minute rollups with `start_ms <= bucket start < end_ms`, ascending, covering
     /// sealed and open data alike.
-    fn read_rollups(
-        &self,
-        id: SeriesId,
-        start_ms: i64,
-        end_ms: i64,
-    ) -> Result<Vec<Rollup>, StoreError>;
+    fn read_rollups(&self, id: SeriesId, start_ms: i64, end_ms: i64) -> Result<Vec<Rollup>, StoreError>;
 
     /// The newest point of a series.
     fn latest(&self, id: SeriesId) -> Result<Option<(i64, f64)>, StoreError>;

@@ -18,22 +18,19 @@
 
 use super::codec::{decode_block, decode_header, encode_block};
 use super::layout::{
-    self, CF_BLOCKS, CF_META, CF_OPEN, CF_ROLLUPS, COLUMN_FAMILIES, HOST_PREFIX, SERIES_PREFIX,
-    engine, point_key, point_key_after, series_end, series_start,
+    self, CF_BLOCKS, CF_META, CF_OPEN, CF_ROLLUPS, COLUMN_FAMILIES, HOST_PREFIX, SERIES_PREFIX, engine, point_key,
+    point_key_after, series_end, series_start,
 };
 use super::memory::{
-    MINUTE_MS, cutoff, merge_points, minute_at_or_after, minute_of, minute_rollup, retention_for,
-    rollups_of, seal_bound,
+    MINUTE_MS, cutoff, merge_points, minute_at_or_after, minute_of, minute_rollup, retention_for, rollups_of,
+    seal_bound,
 };
 use super::{
-    AgentProgress, HostRecord, MaintenanceStats, Rollup, SeriesId, SeriesMeta, Store, StoreError,
-    StoreOptions, WriteBatch,
+    AgentProgress, HostRecord, MaintenanceStats, Rollup, SeriesId, SeriesMeta, Store, StoreError, StoreOptions,
+    WriteBatch,
 };
 use augur_core::SeriesKey;
-use rocksdb::{
-    BottommostLevelCompaction, CompactOptions, DB, ReadOptions, SnapshotWithThreadMode,
-    WriteOptions,
-};
+use rocksdb::{BottommostLevelCompaction, CompactOptions, DB, ReadOptions, SnapshotWithThreadMode, WriteOptions};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -150,17 +147,12 @@ impl RocksStore {
 
         let mut reg = Registry::default();
         {
-            let mut it =
-                db.raw_iterator_cf_opt(meta, bounded(SERIES_PREFIX, &prefix_end(SERIES_PREFIX)));
+            let mut it = db.raw_iterator_cf_opt(meta, bounded(SERIES_PREFIX, &prefix_end(SERIES_PREFIX)));
             it.seek_to_first();
             while let (Some(k), Some(v)) = (it.key(), it.value()) {
-                let id_bytes: [u8; 8] =
-                    k[SERIES_PREFIX.len()..]
-                        .try_into()
-                        .map_err(|_| StoreError::Corrupt {
-                            what: "series registry",
-                            reason: "bad key".to_owned(),
-                        })?;
+                let id_bytes: [u8; 8] = k[SERIES_PREFIX.len()..]
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt { what: "series registry", reason: "bad key".to_owned() })?;
                 let id = u64::from_be_bytes(id_bytes);
                 if id != reg.metas.len() as u64 + 1 {
                     return Err(StoreError::Corrupt {
@@ -169,10 +161,7 @@ impl RocksStore {
                     });
                 }
                 let m = layout::decode_series_meta(v)?;
-                reg.by_key
-                    .entry(m.host_id.clone())
-                    .or_default()
-                    .insert(m.key.clone(), id);
+                reg.by_key.entry(m.host_id.clone()).or_default().insert(m.key.clone(), id);
                 reg.metas.push(m);
                 it.next();
             }
@@ -181,8 +170,7 @@ impl RocksStore {
 
         let mut host_labels = HashMap::new();
         {
-            let mut it =
-                db.raw_iterator_cf_opt(meta, bounded(HOST_PREFIX, &prefix_end(HOST_PREFIX)));
+            let mut it = db.raw_iterator_cf_opt(meta, bounded(HOST_PREFIX, &prefix_end(HOST_PREFIX)));
             it.seek_to_first();
             while let Some(v) = it.value() {
                 let h = layout::decode_host(v)?;
@@ -198,13 +186,10 @@ impl RocksStore {
             it.seek_to_first();
             while let (Some(k), Some(v)) = (it.key(), it.value()) {
                 let (id, ts) = layout::decode_point_key("open point", k)?;
-                let s = stats
-                    .get_mut(id as usize)
-                    .filter(|_| id != 0)
-                    .ok_or_else(|| StoreError::Corrupt {
-                        what: "open point",
-                        reason: format!("unknown series {id}"),
-                    })?;
+                let s = stats.get_mut(id as usize).filter(|_| id != 0).ok_or_else(|| StoreError::Corrupt {
+                    what: "open point",
+                    reason: format!("unknown series {id}"),
+                })?;
                 s.record(ts, layout::decode_point_value(v)?);
                 it.next();
             }
@@ -239,11 +224,7 @@ impl RocksStore {
     }
 
     fn check_id(&self, id: SeriesId) -> Result<(), StoreError> {
-        if id == 0 || id >= self.next_id.load(Ordering::Acquire) {
-            Err(StoreError::UnknownSeries(id))
-        } else {
-            Ok(())
-        }
+        if id == 0 || id >= self.next_id.load(Ordering::Acquire) { Err(StoreError::UnknownSeries(id)) } else { Ok(()) }
     }
 
     /// Open points of a series with `start <= t < end` (`end == None`: no upper bound).
@@ -376,10 +357,7 @@ impl RocksStore {
             };
             let (_, block_key_ts) = layout::decode_point_key("block", k)?;
             let h = decode_header(v)?;
-            let (min_m, end_m) = (
-                minute_of(h.min_ts),
-                minute_of(h.max_ts).saturating_add(MINUTE_MS),
-            );
+            let (min_m, end_m) = (minute_of(h.min_ts), minute_of(h.max_ts).saturating_add(MINUTE_MS));
             let gap_end = pi + to_seal[pi..].partition_point(|p| p.0 < min_m);
             if gap_end > pi {
                 runs.push(&to_seal[pi..gap_end]);
@@ -396,13 +374,13 @@ impl RocksStore {
                     let m = fresh.start_ms;
                     let had_old = {
                         let i = old.partition_point(|p| p.0 < m);
-                        old.get(i)
-                            .is_some_and(|p| p.0 < m.saturating_add(MINUTE_MS))
+                        old.get(i).is_some_and(|p| p.0 < m.saturating_add(MINUTE_MS))
                     };
-                    let mut r =
-                        all.iter().find(|r| r.start_ms == m).copied().expect(
-                            "every minute of the new points is a minute of the merged points",
-                        );
+                    let mut r = all
+                        .iter()
+                        .find(|r| r.start_ms == m)
+                        .copied()
+                        .expect("every minute of the new points is a minute of the merged points");
                     if !had_old && let Some(s) = stored.get(&m) {
                         let mut s = *s;
                         s.merge(&r);
@@ -429,12 +407,7 @@ impl RocksStore {
             let (Some(rf), Some(rl)) = (run.first(), run.last()) else {
                 continue;
             };
-            let stored = self.stored_rollups(
-                &snap,
-                id,
-                minute_of(rf.0),
-                minute_of(rl.0).saturating_add(MINUTE_MS),
-            )?;
+            let stored = self.stored_rollups(&snap, id, minute_of(rf.0), minute_of(rl.0).saturating_add(MINUTE_MS))?;
             for fresh in rollups_of(run) {
                 plan.rollups.push(match stored.get(&fresh.start_ms) {
                     Some(old) => {
@@ -447,8 +420,7 @@ impl RocksStore {
             }
             let mut start = 0;
             for i in 1..=run.len() {
-                let cut = i == run.len()
-                    || (i - start >= target && minute_of(run[i].0) != minute_of(run[i - 1].0));
+                let cut = i == run.len() || (i - start >= target && minute_of(run[i].0) != minute_of(run[i - 1].0));
                 if cut {
                     let chunk = &run[start..i];
                     plan.put_blocks.push((chunk[0].0, encode_block(chunk)?));
@@ -459,11 +431,7 @@ impl RocksStore {
         Ok(plan)
     }
 
-    fn add_to_batch(
-        &self,
-        plan: &SealPlan,
-        wb: &mut rocksdb::WriteBatch,
-    ) -> Result<(), StoreError> {
+    fn add_to_batch(&self, plan: &SealPlan, wb: &mut rocksdb::WriteBatch) -> Result<(), StoreError> {
         let blocks = layout::cf(&self.db, CF_BLOCKS)?;
         for &ts in &plan.delete_blocks {
             wb.delete_cf(blocks, point_key(plan.id, ts));
@@ -473,19 +441,11 @@ impl RocksStore {
         }
         let rollups = layout::cf(&self.db, CF_ROLLUPS)?;
         for r in &plan.rollups {
-            wb.put_cf(
-                rollups,
-                point_key(plan.id, r.start_ms),
-                layout::encode_rollup(r),
-            );
+            wb.put_cf(rollups, point_key(plan.id, r.start_ms), layout::encode_rollup(r));
         }
         if let Some((first, last)) = plan.sealed_range {
             let open = layout::cf(&self.db, CF_OPEN)?;
-            wb.delete_range_cf(
-                open,
-                point_key(plan.id, first).as_slice(),
-                point_key_after(plan.id, last).as_slice(),
-            );
+            wb.delete_range_cf(open, point_key(plan.id, first).as_slice(), point_key_after(plan.id, last).as_slice());
         }
         Ok(())
     }
@@ -514,9 +474,7 @@ impl RocksStore {
                 .skip(1)
                 .filter(|(_, s)| {
                     s.open_count > 0
-                        && stale.is_none_or(|stale| {
-                            s.open_count >= self.opts.block_points || s.oldest_open < stale
-                        })
+                        && stale.is_none_or(|stale| s.open_count >= self.opts.block_points || s.oldest_open < stale)
                 })
                 .map(|(id, s)| (id as SeriesId, s.generation))
                 .collect()
@@ -526,17 +484,12 @@ impl RocksStore {
             for &(id, generation) in group {
                 plans.push((self.plan_seal(id, now)?, generation));
             }
-            let _gate = self
-                .seal_gate
-                .write()
-                .unwrap_or_else(PoisonError::into_inner);
+            let _gate = self.seal_gate.write().unwrap_or_else(PoisonError::into_inner);
             let (fresh, stale): (Vec<_>, Vec<_>) = {
                 let stats = lock(&self.stats);
-                plans.into_iter().partition(|(p, generation)| {
-                    stats
-                        .get(p.id as usize)
-                        .is_some_and(|s| s.generation == *generation)
-                })
+                plans
+                    .into_iter()
+                    .partition(|(p, generation)| stats.get(p.id as usize).is_some_and(|s| s.generation == *generation))
             };
             let mut ready: Vec<SealPlan> = fresh.into_iter().map(|(p, _)| p).collect();
             // Written to while planned: plan again, writers are held off by the gate.
@@ -548,9 +501,7 @@ impl RocksStore {
                 self.add_to_batch(p, &mut wb)?;
             }
             if !wb.is_empty() {
-                self.db
-                    .write_opt(wb, &self.write_options())
-                    .map_err(engine)?;
+                self.db.write_opt(wb, &self.write_options()).map_err(engine)?;
             }
             self.committed(&ready, out);
         }
@@ -561,10 +512,7 @@ impl RocksStore {
     fn expire(&self, now: i64, out: &mut MaintenanceStats) -> Result<(), StoreError> {
         let cutoffs: Vec<(SeriesId, i64, i64)> = {
             let reg = self.registry.read().unwrap_or_else(PoisonError::into_inner);
-            let labels = self
-                .host_labels
-                .read()
-                .unwrap_or_else(PoisonError::into_inner);
+            let labels = self.host_labels.read().unwrap_or_else(PoisonError::into_inner);
             reg.metas
                 .iter()
                 .enumerate()
@@ -605,15 +553,11 @@ impl RocksStore {
             rit.status().map_err(engine)?;
             if wb.len() >= EXPIRE_BATCH {
                 let full = std::mem::take(&mut wb);
-                self.db
-                    .write_opt(full, &self.write_options())
-                    .map_err(engine)?;
+                self.db.write_opt(full, &self.write_options()).map_err(engine)?;
             }
         }
         if !wb.is_empty() {
-            self.db
-                .write_opt(wb, &self.write_options())
-                .map_err(engine)?;
+            self.db.write_opt(wb, &self.write_options()).map_err(engine)?;
         }
         Ok(())
     }
@@ -627,18 +571,12 @@ impl Store for RocksStore {
                 return Ok(*id);
             }
         }
-        let mut reg = self
-            .registry
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut reg = self.registry.write().unwrap_or_else(PoisonError::into_inner);
         if let Some(id) = reg.by_key.get(host).and_then(|m| m.get(key)) {
             return Ok(*id);
         }
         let id = reg.metas.len() as SeriesId + 1;
-        let meta = SeriesMeta {
-            host_id: host.to_owned(),
-            key: key.clone(),
-        };
+        let meta = SeriesMeta { host_id: host.to_owned(), key: key.clone() };
         self.db
             .put_cf_opt(
                 layout::cf(&self.db, CF_META)?,
@@ -648,10 +586,7 @@ impl Store for RocksStore {
             )
             .map_err(engine)?;
         lock(&self.stats).push(SeriesStat::empty(true));
-        reg.by_key
-            .entry(meta.host_id.clone())
-            .or_default()
-            .insert(meta.key.clone(), id);
+        reg.by_key.entry(meta.host_id.clone()).or_default().insert(meta.key.clone(), id);
         reg.metas.push(meta);
         self.next_id.store(id + 1, Ordering::Release);
         Ok(id)
@@ -659,34 +594,19 @@ impl Store for RocksStore {
 
     fn series_meta(&self, id: SeriesId) -> Option<SeriesMeta> {
         let i = usize::try_from(id).ok()?.checked_sub(1)?;
-        self.registry
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .metas
-            .get(i)
-            .cloned()
+        self.registry.read().unwrap_or_else(PoisonError::into_inner).metas.get(i).cloned()
     }
 
     fn list_series(&self, host: Option<&str>) -> Vec<(SeriesId, SeriesMeta)> {
         let reg = self.registry.read().unwrap_or_else(PoisonError::into_inner);
         match host {
             Some(h) => {
-                let mut ids: Vec<SeriesId> = reg
-                    .by_key
-                    .get(h)
-                    .map(|m| m.values().copied().collect())
-                    .unwrap_or_default();
+                let mut ids: Vec<SeriesId> =
+                    reg.by_key.get(h).map(|m| m.values().copied().collect()).unwrap_or_default();
                 ids.sort_unstable();
-                ids.into_iter()
-                    .map(|id| (id, reg.metas[id as usize - 1].clone()))
-                    .collect()
+                ids.into_iter().map(|id| (id, reg.metas[id as usize - 1].clone())).collect()
             }
-            None => reg
-                .metas
-                .iter()
-                .enumerate()
-                .map(|(i, m)| (i as SeriesId + 1, m.clone()))
-                .collect(),
+            None => reg.metas.iter().enumerate().map(|(i, m)| (i as SeriesId + 1, m.clone())).collect(),
         }
     }
 
@@ -709,13 +629,8 @@ impl Store for RocksStore {
         if wb.is_empty() {
             return Ok(());
         }
-        let _gate = self
-            .seal_gate
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
-        self.db
-            .write_opt(wb, &self.write_options())
-            .map_err(engine)?;
+        let _gate = self.seal_gate.read().unwrap_or_else(PoisonError::into_inner);
+        self.db.write_opt(wb, &self.write_options()).map_err(engine)?;
         let mut stats = lock(&self.stats);
         for &(id, ts, v) in &batch.points {
             if let Some(s) = stats.get_mut(id as usize).filter(|_| !v.is_nan()) {
@@ -727,22 +642,13 @@ impl Store for RocksStore {
 
     fn agent_progress(&self, host: &str) -> Result<Option<AgentProgress>, StoreError> {
         let meta = layout::cf(&self.db, CF_META)?;
-        match self
-            .db
-            .get_pinned_cf(meta, layout::progress_key(host))
-            .map_err(engine)?
-        {
+        match self.db.get_pinned_cf(meta, layout::progress_key(host)).map_err(engine)? {
             Some(v) => Ok(Some(layout::decode_progress(&v)?)),
             None => Ok(None),
         }
     }
 
-    fn read_range(
-        &self,
-        id: SeriesId,
-        start_ms: i64,
-        end_ms: i64,
-    ) -> Result<Vec<(i64, f64)>, StoreError> {
+    fn read_range(&self, id: SeriesId, start_ms: i64, end_ms: i64) -> Result<Vec<(i64, f64)>, StoreError> {
         self.check_id(id)?;
         if start_ms >= end_ms {
             return Ok(Vec::new());
@@ -750,19 +656,10 @@ impl Store for RocksStore {
         let snap = self.db.snapshot();
         let sealed = self.sealed_points(&snap, id, start_ms, end_ms)?;
         let open = self.open_points(&snap, id, start_ms, Some(end_ms))?;
-        Ok(if open.is_empty() {
-            sealed
-        } else {
-            merge_points(&sealed, &open)
-        })
+        Ok(if open.is_empty() { sealed } else { merge_points(&sealed, &open) })
     }
 
-    fn read_rollups(
-        &self,
-        id: SeriesId,
-        start_ms: i64,
-        end_ms: i64,
-    ) -> Result<Vec<Rollup>, StoreError> {
+    fn read_rollups(&self, id: SeriesId, start_ms: i64, end_ms: i64) -> Result<Vec<Rollup>, StoreError> {
         self.check_id(id)?;
         let (lo, hi) = (minute_at_or_after(start_ms), minute_at_or_after(end_ms));
         if lo >= hi {
@@ -776,9 +673,7 @@ impl Store for RocksStore {
         let mut i = 0;
         while i < minutes.len() {
             let mut j = i + 1;
-            while j < minutes.len()
-                && minutes[j].start_ms == minutes[j - 1].start_ms.saturating_add(MINUTE_MS)
-            {
+            while j < minutes.len() && minutes[j].start_ms == minutes[j - 1].start_ms.saturating_add(MINUTE_MS) {
                 j += 1;
             }
             let run_lo = minutes[i].start_ms;
@@ -791,8 +686,7 @@ impl Store for RocksStore {
                     let b = pts.partition_point(|p| p.0 < m_end);
                     pts[a..b].to_vec()
                 };
-                if let Some(r) = minute_rollup(&slice(&sealed), &slice(&open), out.get(&m.start_ms))
-                {
+                if let Some(r) = minute_rollup(&slice(&sealed), &slice(&open), out.get(&m.start_ms)) {
                     out.insert(m.start_ms, r);
                 }
             }
@@ -803,10 +697,7 @@ impl Store for RocksStore {
 
     fn latest(&self, id: SeriesId) -> Result<Option<(i64, f64)>, StoreError> {
         self.check_id(id)?;
-        if let Some(s) = lock(&self.stats)
-            .get(id as usize)
-            .filter(|s| s.latest_complete)
-        {
+        if let Some(s) = lock(&self.stats).get(id as usize).filter(|s| s.latest_complete) {
             return Ok(s.latest);
         }
         let snap = self.db.snapshot();
@@ -819,9 +710,7 @@ impl Store for RocksStore {
         };
         it.status().map_err(engine)?;
         let mut stats = lock(&self.stats);
-        let s = stats
-            .get_mut(id as usize)
-            .ok_or(StoreError::UnknownSeries(id))?;
+        let s = stats.get_mut(id as usize).ok_or(StoreError::UnknownSeries(id))?;
         if !s.latest_complete {
             s.latest = match (s.latest, sealed) {
                 (Some(o), Some(b)) => Some(if b.0 > o.0 { b } else { o }),
@@ -835,12 +724,7 @@ impl Store for RocksStore {
     fn put_host(&self, rec: &HostRecord) -> Result<(), StoreError> {
         let meta = layout::cf(&self.db, CF_META)?;
         self.db
-            .put_cf_opt(
-                meta,
-                layout::host_key(&rec.host_id),
-                layout::encode_host(rec)?,
-                &self.write_options(),
-            )
+            .put_cf_opt(meta, layout::host_key(&rec.host_id), layout::encode_host(rec)?, &self.write_options())
             .map_err(engine)?;
         self.host_labels
             .write()
@@ -851,9 +735,7 @@ impl Store for RocksStore {
 
     fn hosts(&self) -> Result<Vec<HostRecord>, StoreError> {
         let meta = layout::cf(&self.db, CF_META)?;
-        let mut it = self
-            .db
-            .raw_iterator_cf_opt(meta, bounded(HOST_PREFIX, &prefix_end(HOST_PREFIX)));
+        let mut it = self.db.raw_iterator_cf_opt(meta, bounded(HOST_PREFIX, &prefix_end(HOST_PREFIX)));
         it.seek_to_first();
         let mut out = Vec::new();
         while let Some(v) = it.value() {
@@ -882,8 +764,7 @@ impl Store for RocksStore {
         for name in COLUMN_FAMILIES {
             let cf = layout::cf(&self.db, name)?;
             self.db.flush_cf(cf).map_err(engine)?;
-            self.db
-                .compact_range_cf_opt(cf, None::<&[u8]>, None::<&[u8]>, &copts);
+            self.db.compact_range_cf_opt(cf, None::<&[u8]>, None::<&[u8]>, &copts);
         }
         Ok(stats)
     }
@@ -972,28 +853,14 @@ mod tests {
     #[test]
     fn reopen_keeps_everything() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let opts = StoreOptions {
-            block_points: 20,
-            ..Default::default()
-        };
-        let progress = AgentProgress {
-            incarnation: 3,
-            acked_sequence: 99,
-        };
-        let host = HostRecord {
-            host_id: "h1".into(),
-            agent_version: "1".into(),
-            ..Default::default()
-        };
+        let opts = StoreOptions { block_points: 20, ..Default::default() };
+        let progress = AgentProgress { incarnation: 3, acked_sequence: 99 };
+        let host = HostRecord { host_id: "h1".into(), agent_version: "1".into(), ..Default::default() };
         let (a, b, before) = {
             let s = RocksStore::open(dir.path(), opts.clone()).expect("open");
             let a = s.resolve_series("h1", &key("host", "a")).expect("resolve");
-            let b = s
-                .resolve_series("h2", &key("container/x", "b").with_label("k", "v"))
-                .expect("resolve");
-            let pts: Vec<_> = (0..100)
-                .map(|i| (a, T0 + i * 1000, i as f64 * 1.5))
-                .collect();
+            let b = s.resolve_series("h2", &key("container/x", "b").with_label("k", "v")).expect("resolve");
+            let pts: Vec<_> = (0..100).map(|i| (a, T0 + i * 1000, i as f64 * 1.5)).collect();
             put(&s, &pts);
             s.seal_all_and_compact().expect("seal");
             // Open (unsealed) points, one overwriting a sealed point, plus progress.
@@ -1012,25 +879,12 @@ mod tests {
         };
         let s = RocksStore::open(dir.path(), opts).expect("reopen");
         assert_eq!(s.list_series(None), before.2);
-        assert_eq!(
-            s.resolve_series("h1", &key("host", "a")).expect("resolve"),
-            a
-        );
-        assert_eq!(
-            s.resolve_series("h3", &key("host", "a")).expect("resolve"),
-            3,
-            "ids stay dense"
-        );
+        assert_eq!(s.resolve_series("h1", &key("host", "a")).expect("resolve"), a);
+        assert_eq!(s.resolve_series("h3", &key("host", "a")).expect("resolve"), 3, "ids stay dense");
         assert_eq!(bits(&s.read_range(a, 0, i64::MAX).expect("read")), before.0);
-        assert_eq!(
-            rollup_bits(&s.read_rollups(a, 0, i64::MAX).expect("rollups")),
-            before.1
-        );
+        assert_eq!(rollup_bits(&s.read_rollups(a, 0, i64::MAX).expect("rollups")), before.1);
         assert_eq!(s.read_range(b, 0, i64::MAX).expect("read"), vec![(T0, 7.0)]);
-        assert_eq!(
-            bits(&[s.latest(a).expect("latest").expect("some")]),
-            bits(&[(T0 + 200_000, -0.0)])
-        );
+        assert_eq!(bits(&[s.latest(a).expect("latest").expect("some")]), bits(&[(T0 + 200_000, -0.0)]));
         assert_eq!(s.agent_progress("h1").expect("progress"), Some(progress));
         assert_eq!(s.hosts().expect("hosts"), vec![host]);
         // The open points were found again: sealing them moves exactly three.
@@ -1059,16 +913,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         drop(RocksStore::open(dir.path(), StoreOptions::default()).expect("open"));
         layout::write_format_version_for_test(dir.path(), 99);
-        let err = RocksStore::open(dir.path(), StoreOptions::default())
-            .err()
-            .expect("refused");
-        assert!(matches!(
-            err,
-            StoreError::FormatVersion {
-                found: 99,
-                expected: layout::FORMAT_VERSION
-            }
-        ));
+        let err = RocksStore::open(dir.path(), StoreOptions::default()).err().expect("refused");
+        assert!(matches!(err, StoreError::FormatVersion { found: 99, expected: layout::FORMAT_VERSION }));
         assert!(err.to_string().contains("format version 99"), "{err}");
     }
 
@@ -1077,27 +923,17 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("not-a-dir");
         std::fs::write(&file, b"x").expect("write");
-        let err = RocksStore::open(&file, StoreOptions::default())
-            .err()
-            .expect("refused");
+        let err = RocksStore::open(&file, StoreOptions::default()).err().expect("refused");
         assert!(matches!(err, StoreError::DataDir { .. }), "{err}");
     }
 
     #[test]
     fn writes_during_maintenance_are_never_lost() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let opts = StoreOptions {
-            block_points: 8,
-            max_open_age: Duration::from_secs(1),
-            ..Default::default()
-        };
+        let opts = StoreOptions { block_points: 8, max_open_age: Duration::from_secs(1), ..Default::default() };
         let s = std::sync::Arc::new(RocksStore::open(dir.path(), opts).expect("open"));
-        let ids: Vec<SeriesId> = (0..20)
-            .map(|n| {
-                s.resolve_series("h", &key("host", &format!("m{n}")))
-                    .expect("resolve")
-            })
-            .collect();
+        let ids: Vec<SeriesId> =
+            (0..20).map(|n| s.resolve_series("h", &key("host", &format!("m{n}"))).expect("resolve")).collect();
         let rounds = 400;
         let writer = {
             let (s, ids) = (s.clone(), ids.clone());
@@ -1111,11 +947,7 @@ mod tests {
                             points.push((id, T0 + (r - 1) * 1000, (r - 1) as f64));
                         }
                     }
-                    s.write(&WriteBatch {
-                        points,
-                        progress: None,
-                    })
-                    .expect("write");
+                    s.write(&WriteBatch { points, progress: None }).expect("write");
                 }
             })
         };
@@ -1128,10 +960,7 @@ mod tests {
         s.seal_all_and_compact().expect("seal");
         let expect: Vec<(i64, f64)> = (0..rounds).map(|r| (T0 + r * 1000, r as f64)).collect();
         for &id in &ids {
-            assert_eq!(
-                s.read_range(id, T0, T0 + rounds * 1000).expect("read"),
-                expect
-            );
+            assert_eq!(s.read_range(id, T0, T0 + rounds * 1000).expect("read"), expect);
             let r = s.read_rollups(id, T0, T0 + rounds * 1000).expect("rollups");
             assert_eq!(r.iter().map(|r| r.count).sum::<u64>(), rounds as u64);
         }
@@ -1192,10 +1021,7 @@ mod tests {
                             };
                             points.push((id, ts, v));
                         }
-                        let batch = WriteBatch {
-                            points,
-                            progress: None,
-                        };
+                        let batch = WriteBatch { points, progress: None };
                         mem.write(&batch).expect("write");
                         rocks.write(&batch).expect("write");
                         now += rng.below(20_000) as i64;
@@ -1228,15 +1054,8 @@ mod tests {
                             rollup_bits(&mem.read_rollups(id, a, b).expect("rollups")),
                             "read_rollups {ctx}"
                         );
-                        let (l1, l2) = (
-                            rocks.latest(id).expect("latest"),
-                            mem.latest(id).expect("latest"),
-                        );
-                        assert_eq!(
-                            l1.map(|p| (p.0, p.1.to_bits())),
-                            l2.map(|p| (p.0, p.1.to_bits())),
-                            "latest {ctx}"
-                        );
+                        let (l1, l2) = (rocks.latest(id).expect("latest"), mem.latest(id).expect("latest"));
+                        assert_eq!(l1.map(|p| (p.0, p.1.to_bits())), l2.map(|p| (p.0, p.1.to_bits())), "latest {ctx}");
                     }
                 }
             }

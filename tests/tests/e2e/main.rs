@@ -1,3 +1,4 @@
 //! End-to-end tests: one binary, one module per area.
 
+mod pipeline;
 mod units;

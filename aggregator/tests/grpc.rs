@@ -1,0 +1,346 @@
+//! Component tests: the aggregator's real gRPC server on port 0 over a real RocksDB store,
+//! driven by scripted agents. Bad input must get a clear error, keep the server up and
+//! leave other agents unaffected.
+
+use std::time::Duration;
+
+use augur_aggregator::config::AggregatorConfig;
+use augur_proto::v1::{
+    self, AgentMessage, AggregatorMessage, Hello, SampleBatch, SeriesDef, SeriesPoints, agent_message::Msg as AgentMsg,
+    aggregator_message::Msg as AggMsg, query_client::QueryClient, telemetry_client::TelemetryClient,
+};
+use prost::Message;
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::transport::Channel;
+use tonic::{Code, Status, Streaming};
+
+struct Server {
+    url: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    async fn start(tweak: impl FnOnce(&mut AggregatorConfig)) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = AggregatorConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: dir.path().join("data"),
+            ..Default::default()
+        };
+        tweak(&mut cfg);
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let (stop, stop_rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(augur_aggregator::run(
+            cfg,
+            async move {
+                let _ = stop_rx.await;
+            },
+            move |addr| {
+                let _ = ready_tx.send(addr);
+            },
+        ));
+        let addr = ready_rx.await.expect("aggregator started");
+        Server { url: format!("http://{addr}"), stop: Some(stop), task, _dir: dir }
+    }
+
+    async fn channel(&self) -> Channel {
+        Channel::from_shared(self.url.clone()).unwrap().connect().await.unwrap()
+    }
+
+    async fn shutdown(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+fn now_ms() -> i64 {
+    augur_core::time::now_ms()
+}
+
+fn hello(host: &str, version: u32) -> AgentMessage {
+    AgentMessage {
+        msg: Some(AgentMsg::Hello(Hello {
+            protocol_version: version,
+            host_id: host.into(),
+            incarnation: 42,
+            agent_version: "test".into(),
+            ..Default::default()
+        })),
+    }
+}
+
+fn def(r: u32, metric: &str) -> SeriesDef {
+    SeriesDef {
+        r#ref: r,
+        resource: "host".into(),
+        metric: metric.into(),
+        unit: "bytes".into(),
+        kind: v1::MetricKind::Gauge as i32,
+        labels: Default::default(),
+    }
+}
+
+fn batch(seq: u64, defs: Vec<SeriesDef>, points: Vec<(u32, i64, f64)>) -> AgentMessage {
+    let series = points
+        .into_iter()
+        .map(|(r, ts, v)| SeriesPoints { r#ref: r, timestamps_ms: vec![ts], values: vec![v] })
+        .collect();
+    AgentMessage { msg: Some(AgentMsg::Batch(SampleBatch { sequence: seq, defs, series, dropped_before: 0 })) }
+}
+
+/// A scripted agent on one stream.
+struct Agent {
+    tx: mpsc::Sender<AgentMessage>,
+    rx: Streaming<AggregatorMessage>,
+}
+
+impl Agent {
+    async fn connect(ch: Channel, host: &str) -> Result<(Agent, v1::Welcome), Status> {
+        let (tx, rx) = mpsc::channel(16);
+        tx.send(hello(host, augur_proto::PROTOCOL_VERSION)).await.unwrap();
+        let mut rx = TelemetryClient::new(ch).connect(ReceiverStream::new(rx)).await?.into_inner();
+        match rx.message().await?.and_then(|m| m.msg) {
+            Some(AggMsg::Welcome(w)) => Ok((Agent { tx, rx }, w)),
+            other => panic!("expected Welcome, got {other:?}"),
+        }
+    }
+
+    async fn send(&mut self, m: AgentMessage) -> Result<v1::Ack, Status> {
+        self.tx.send(m).await.map_err(|_| Status::cancelled("closed"))?;
+        match tokio::time::timeout(Duration::from_secs(10), self.rx.message()).await.expect("answer in time")? {
+            Some(AggregatorMessage { msg: Some(AggMsg::Ack(a)) }) => Ok(a),
+            other => panic!("expected Ack, got {other:?}"),
+        }
+    }
+}
+
+async fn stored(ch: Channel, host: &str, metric: &str) -> Vec<(i64, f64)> {
+    let r = QueryClient::new(ch)
+        .query_range(v1::QueryRangeRequest {
+            host_id: host.into(),
+            resource: "host".into(),
+            metric: metric.into(),
+            start_ms: 0,
+            end_ms: i64::MAX,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    r.series.iter().flat_map(|s| s.points.iter().map(|p| (p.timestamp_ms, p.value))).collect()
+}
+
+#[tokio::test]
+async fn incompatible_protocol_version_is_refused_clearly() {
+    let srv = Server::start(|_| {}).await;
+    let (tx, rx) = mpsc::channel(4);
+    tx.send(hello("h1", 99)).await.unwrap();
+    let err = TelemetryClient::new(srv.channel().await).connect(ReceiverStream::new(rx)).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("protocol version 99"), "{}", err.message());
+
+    let (tx, rx) = mpsc::channel(4);
+    tx.send(batch(1, vec![], vec![])).await.unwrap();
+    let err = TelemetryClient::new(srv.channel().await).connect(ReceiverStream::new(rx)).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("must be Hello"), "{}", err.message());
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_values_are_rejected_per_point_and_good_ones_stored() {
+    let srv = Server::start(|_| {}).await;
+    let (mut a, w) = Agent::connect(srv.channel().await, "h1").await.unwrap();
+    assert_eq!(w.acked_sequence, 0);
+    let t = now_ms();
+    let ack = a
+        .send(batch(
+            1,
+            vec![def(0, "m")],
+            vec![
+                (0, t, 1.0),
+                (0, t + 1, f64::NAN),
+                (0, t + 2, f64::INFINITY),
+                (0, t + 3, f64::NEG_INFINITY),
+                (0, t + 86_400_000, 5.0),
+                (0, 1_000, 6.0),
+                (0, t + 4, 2.0),
+            ],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(ack.code, Code::InvalidArgument as i32, "{ack:?}");
+    assert_eq!((ack.accepted_points, ack.rejected_points, ack.acked_sequence), (2, 5, 1));
+    assert!(ack.message.contains("non-finite"), "{}", ack.message);
+    assert_eq!(stored(srv.channel().await, "h1", "m").await, vec![(t, 1.0), (t + 4, 2.0)]);
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn duplicate_and_out_of_order_sequences_store_once() {
+    let srv = Server::start(|_| {}).await;
+    let t = now_ms();
+    let (mut a, _) = Agent::connect(srv.channel().await, "h1").await.unwrap();
+    for seq in 1..=3u64 {
+        let ack = a
+            .send(batch(seq, if seq == 1 { vec![def(0, "m")] } else { vec![] }, vec![(0, t + seq as i64, seq as f64)]))
+            .await
+            .unwrap();
+        assert_eq!(ack.acked_sequence, seq);
+    }
+    let dup = a.send(batch(2, vec![], vec![(0, t + 2, 99.0)])).await.unwrap();
+    assert!(dup.duplicate);
+    assert_eq!(dup.acked_sequence, 3);
+    drop(a);
+    // Reconnect: Welcome says what is stored; a full replay is acknowledged, not re-stored.
+    let (mut a, w) = Agent::connect(srv.channel().await, "h1").await.unwrap();
+    assert_eq!(w.acked_sequence, 3);
+    let ack = a.send(batch(1, vec![def(0, "m")], vec![(0, t + 1, 123.0)])).await.unwrap();
+    assert!(ack.duplicate);
+    let ack = a.send(batch(4, vec![], vec![(0, t + 4, 4.0)])).await.unwrap();
+    assert_eq!((ack.acked_sequence, ack.accepted_points), (4, 1));
+    let pts = stored(srv.channel().await, "h1", "m").await;
+    assert_eq!(pts, vec![(t + 1, 1.0), (t + 2, 2.0), (t + 3, 3.0), (t + 4, 4.0)]);
+    srv.shutdown().await;
+}
+
+/// Sends raw bytes as messages: a way to put malformed protobuf on the wire.
+#[derive(Clone, Default)]
+struct RawCodec;
+struct RawEncoder;
+struct MsgDecoder;
+
+impl Encoder for RawEncoder {
+    type Item = Vec<u8>;
+    type Error = Status;
+    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl Decoder for MsgDecoder {
+    type Item = AggregatorMessage;
+    type Error = Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<AggregatorMessage>, Status> {
+        AggregatorMessage::decode(src).map(Some).map_err(|e| Status::internal(e.to_string()))
+    }
+}
+
+impl Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = AggregatorMessage;
+    type Encoder = RawEncoder;
+    type Decoder = MsgDecoder;
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+    fn decoder(&mut self) -> MsgDecoder {
+        MsgDecoder
+    }
+}
+
+async fn raw_stream(ch: Channel, msgs: Vec<Vec<u8>>) -> Result<Vec<AggregatorMessage>, Status> {
+    let mut grpc = tonic::client::Grpc::new(ch);
+    grpc.ready().await.map_err(|e| Status::unavailable(e.to_string()))?;
+    let (tx, rx) = mpsc::channel(16);
+    for m in msgs {
+        tx.send(m).await.unwrap();
+    }
+    let path = http::uri::PathAndQuery::from_static("/augur.v1.Telemetry/Connect");
+    let mut s = grpc.streaming(tonic::Request::new(ReceiverStream::new(rx)), path, RawCodec).await?.into_inner();
+    let mut got = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), s.message()).await.expect("stream answers")? {
+            Some(m) => got.push(m),
+            None => return Ok(got),
+        }
+    }
+}
+
+#[tokio::test]
+async fn malformed_and_oversized_messages_end_only_that_stream() {
+    let srv = Server::start(|c| c.ingest.max_message_bytes = 64 << 10).await;
+    // A healthy agent streams throughout.
+    let (mut good, _) = Agent::connect(srv.channel().await, "good").await.unwrap();
+    let t = now_ms();
+    assert_eq!(good.send(batch(1, vec![def(0, "m")], vec![(0, t, 1.0)])).await.unwrap().code, 0);
+
+    // Malformed protobuf after a valid Hello.
+    let garbage = vec![0xff, 0xff, 0xff, 0xff, 0x0f, 0x12, 0x34];
+    let err = raw_stream(srv.channel().await, vec![hello("bad", 1).encode_to_vec(), garbage]).await.unwrap_err();
+    assert!(
+        err.message().to_lowercase().contains("decode") || err.code() == Code::Internal,
+        "malformed message answered with {err:?}"
+    );
+
+    // An oversized message (just over 64 KiB).
+    let big: Vec<(u32, i64, f64)> = (0..6000).map(|i| (0, t + i, i as f64)).collect();
+    let big = batch(1, vec![def(0, "m")], big).encode_to_vec();
+    assert!(big.len() > 64 << 10);
+    let err = raw_stream(srv.channel().await, vec![hello("big", 1).encode_to_vec(), big]).await.unwrap_err();
+    assert!(
+        matches!(err.code(), Code::OutOfRange | Code::ResourceExhausted | Code::Internal),
+        "oversized message answered with {err:?}"
+    );
+    assert!(err.message().contains("too large") || err.message().contains("length"), "{}", err.message());
+
+    // The healthy agent never noticed; the oversized agent can reconnect and continue.
+    assert_eq!(good.send(batch(2, vec![], vec![(0, t + 1, 2.0)])).await.unwrap().acked_sequence, 2);
+    let (mut big_agent, w) = Agent::connect(srv.channel().await, "big").await.unwrap();
+    assert_eq!(w.acked_sequence, 0, "nothing of the oversized batch was stored");
+    assert_eq!(big_agent.send(batch(1, vec![def(0, "m")], vec![(0, t, 1.0)])).await.unwrap().acked_sequence, 1);
+    assert_eq!(stored(srv.channel().await, "good", "m").await.len(), 2);
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn undefined_refs_and_invalid_definitions_are_named() {
+    let srv = Server::start(|_| {}).await;
+    let (mut a, _) = Agent::connect(srv.channel().await, "h1").await.unwrap();
+    let t = now_ms();
+    let mut bad = def(1, "has space");
+    bad.resource = String::new();
+    let ack = a.send(batch(1, vec![def(0, "m"), bad], vec![(0, t, 1.0), (1, t, 1.0), (7, t, 1.0)])).await.unwrap();
+    assert_eq!(ack.code, Code::InvalidArgument as i32);
+    let reasons: Vec<_> = ack.problems.iter().map(|p| (p.r#ref, p.reason.clone())).collect();
+    assert!(reasons.iter().any(|(r, m)| *r == 1 && m.contains("invalid series definition")), "{reasons:?}");
+    assert!(reasons.iter().any(|(r, m)| *r == 7 && m.contains("not defined")), "{reasons:?}");
+    assert_eq!(ack.accepted_points, 1);
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn many_concurrent_agents_each_store_their_own_data() {
+    let srv = Server::start(|_| {}).await;
+    let ch = srv.channel().await;
+    let t = now_ms();
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let ch = ch.clone();
+        tasks.push(tokio::spawn(async move {
+            let host = format!("host-{i:03}");
+            let (mut a, _) = Agent::connect(ch, &host).await.unwrap();
+            for seq in 1..=5u64 {
+                let defs = if seq == 1 { vec![def(0, "m"), def(1, "n")] } else { vec![] };
+                let ack =
+                    a.send(batch(seq, defs, vec![(0, t + seq as i64 * 1000, i as f64), (1, t, 0.0)])).await.unwrap();
+                assert_eq!(ack.acked_sequence, seq);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let hosts = QueryClient::new(ch.clone()).list_hosts(v1::ListHostsRequest {}).await.unwrap().into_inner().hosts;
+    assert_eq!(hosts.len(), 200);
+    assert!(hosts.iter().all(|h| h.series == 2 && h.samples_stored == 10), "{:?}", &hosts[0]);
+    let pts = stored(ch, "host-123", "m").await;
+    assert_eq!(pts.len(), 5);
+    assert!(pts.iter().all(|p| p.1 == 123.0));
+    srv.shutdown().await;
+}
