@@ -10,8 +10,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use augur_core::{MetricKind, SeriesKey};
-use augur_proto::v1;
+use augur_core::SeriesKey;
+use augur_proto::{convert, v1};
 use prost::Message;
 
 /// Series table errors carry the file and the operation.
@@ -34,23 +34,6 @@ pub struct SeriesTable {
     defs: Vec<v1::SeriesDef>,
     /// Records dropped at load because they were torn or corrupt.
     pub corrupt_records: u64,
-}
-
-fn kind_to_wire(k: MetricKind) -> i32 {
-    match k {
-        MetricKind::Gauge => v1::MetricKind::Gauge as i32,
-        MetricKind::Counter => v1::MetricKind::Counter as i32,
-    }
-}
-
-fn key_of(d: &v1::SeriesDef) -> SeriesKey {
-    SeriesKey {
-        resource: d.resource.clone(),
-        metric: d.metric.clone(),
-        unit: d.unit.clone(),
-        kind: if d.kind == v1::MetricKind::Counter as i32 { MetricKind::Counter } else { MetricKind::Gauge },
-        labels: d.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-    }
 }
 
 impl SeriesTable {
@@ -90,7 +73,7 @@ impl SeriesTable {
         let mut file = file;
         use std::io::Seek;
         file.seek(io::SeekFrom::End(0)).map_err(io_err("seek"))?;
-        let by_key = defs.iter().map(|d| (key_of(d), d.r#ref)).collect();
+        let by_key = defs.iter().map(|d| (convert::key_of_def(d), d.r#ref)).collect();
         Ok(SeriesTable { path: path.to_owned(), file, by_key, defs, corrupt_records: corrupt })
     }
 
@@ -103,14 +86,7 @@ impl SeriesTable {
             return Err(SeriesTableError::Full(self.defs.len()));
         }
         let r = self.defs.len() as u32;
-        let def = v1::SeriesDef {
-            r#ref: r,
-            resource: key.resource.clone(),
-            metric: key.metric.clone(),
-            unit: key.unit.clone(),
-            kind: kind_to_wire(key.kind),
-            labels: key.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-        };
+        let def = convert::def_of(r, key);
         let body = def.encode_to_vec();
         let mut rec = Vec::with_capacity(body.len() + 8);
         rec.extend_from_slice(&(body.len() as u32).to_le_bytes());
@@ -143,6 +119,7 @@ impl SeriesTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use augur_core::MetricKind;
 
     fn key(m: &str) -> SeriesKey {
         SeriesKey::new("host", m, "bytes", MetricKind::Gauge).with_label("device", "sda")

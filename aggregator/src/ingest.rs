@@ -13,8 +13,8 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
-use augur_core::{MetricKind, SeriesKey};
-use augur_proto::v1::{self, Ack, BatchProblem, SampleBatch, SeriesDef};
+use augur_proto::convert;
+use augur_proto::v1::{Ack, BatchProblem, SampleBatch, SeriesDef};
 
 use crate::storage::{AgentProgress, SeriesId, Store, StoreError, WriteBatch};
 
@@ -74,20 +74,6 @@ enum Slot {
     Refused(String),
 }
 
-/// Converts a wire definition to a domain key.
-pub fn series_key(def: &SeriesDef) -> SeriesKey {
-    SeriesKey {
-        resource: def.resource.clone(),
-        metric: def.metric.clone(),
-        unit: def.unit.clone(),
-        kind: match v1::MetricKind::try_from(def.kind) {
-            Ok(v1::MetricKind::Counter) => MetricKind::Counter,
-            _ => MetricKind::Gauge,
-        },
-        labels: def.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-    }
-}
-
 /// State of one agent stream.
 #[derive(Debug)]
 pub struct Session {
@@ -128,7 +114,7 @@ impl Session {
             incarnation,
             acked,
             refs: HashMap::new(),
-            host_series: store.list_series(Some(host_id)).len(),
+            host_series: store.series_count(host_id),
         })
     }
 
@@ -271,10 +257,10 @@ impl Session {
         limits: &IngestLimits,
         stats: &mut BatchStats,
     ) -> Result<Slot, StoreError> {
-        if v1::MetricKind::try_from(def.kind).is_err() {
+        if convert::kind_from_wire(def.kind).is_none() {
             return Ok(Slot::Refused(format!("unknown metric kind {}", def.kind)));
         }
-        let key = series_key(def);
+        let key = convert::key_of_def(def);
         if let Err(e) = key.validate() {
             return Ok(Slot::Refused(format!("invalid series definition: {e}")));
         }
@@ -297,7 +283,7 @@ mod tests {
     use super::*;
     use crate::storage::StoreOptions;
     use crate::storage::memory::MemoryStore;
-    use augur_proto::v1::SeriesPoints;
+    use augur_proto::v1::{self, SeriesPoints};
 
     const NOW: i64 = 1_800_000_000_000;
 

@@ -49,7 +49,7 @@ impl Registry {
     pub fn load(store: Arc<dyn Store>) -> Result<Self, StoreError> {
         let mut hosts = HashMap::new();
         for rec in store.hosts()? {
-            let series = store.list_series(Some(&rec.host_id)).len() as u64;
+            let series = store.series_count(&rec.host_id) as u64;
             let acked = store.agent_progress(&rec.host_id)?.map(|p| p.acked_sequence).unwrap_or(0);
             let view = HostView { record: rec.clone(), acked_sequence: acked, series, ..Default::default() };
             hosts.insert(rec.host_id.clone(), HostState { view, sessions: 0 });

@@ -244,22 +244,8 @@ pub struct QueryService {
     shared: Arc<Shared>,
 }
 
-fn kind_of(k: augur_core::MetricKind) -> i32 {
-    match k {
-        augur_core::MetricKind::Gauge => v1::MetricKind::Gauge as i32,
-        augur_core::MetricKind::Counter => v1::MetricKind::Counter as i32,
-    }
-}
-
 fn series_info(m: &SeriesMeta) -> v1::SeriesInfo {
-    v1::SeriesInfo {
-        host_id: m.host_id.clone(),
-        resource: m.key.resource.clone(),
-        metric: m.key.metric.clone(),
-        unit: m.key.unit.clone(),
-        kind: kind_of(m.key.kind),
-        labels: m.key.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-    }
+    augur_proto::convert::info_of(&m.host_id, &m.key)
 }
 
 /// Series of `host` matching the optional resource, metric and label filters.

@@ -2,9 +2,12 @@
 //!
 //! Layout:
 //! - `v1`: messages and services generated from `augur/v1/*.proto` (the truth for the wire).
+//! - [`convert`]: wire messages to and from `augur-core` domain types.
 //! - [`PROTOCOL_VERSION`]: the version an agent states in `Hello`.
 //!
 //! No logic lives here beyond small conversions.
+
+pub mod convert;
 
 #[allow(clippy::all, missing_docs)]
 pub mod v1 {

@@ -103,6 +103,11 @@ pub(crate) fn resolve_is_idempotent_and_distinct_per_host(make: Make<'_>) {
     let h1: Vec<SeriesId> = s.list_series(Some("h1")).into_iter().map(|(id, _)| id).collect();
     assert_eq!(h1, vec![a, c, d]);
     assert!(s.list_series(Some("nobody")).is_empty());
+    assert_eq!(s.lookup_series("h1", &k1), Some(a));
+    assert_eq!(s.lookup_series("h2", &k2), None, "lookup never creates");
+    assert_eq!(s.lookup_series("nobody", &k1), None);
+    assert_eq!((s.series_count("h1"), s.series_count("h2"), s.series_count("nobody")), (3, 1, 0));
+    assert_eq!(s.list_series(None).len(), 4);
 }
 
 /// `read_range` is `[start, end)`, ascending, per series; unknown ids are an error.

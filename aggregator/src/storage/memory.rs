@@ -287,6 +287,14 @@ impl Store for MemoryStore {
         Ok(id)
     }
 
+    fn lookup_series(&self, host: &str, key: &SeriesKey) -> Option<SeriesId> {
+        self.read().by_key.get(host).and_then(|m| m.get(key)).copied()
+    }
+
+    fn series_count(&self, host: &str) -> usize {
+        self.read().by_key.get(host).map_or(0, |m| m.len())
+    }
+
     fn series_meta(&self, id: SeriesId) -> Option<SeriesMeta> {
         let i = usize::try_from(id).ok()?.checked_sub(1)?;
         self.read().metas.get(i).cloned()

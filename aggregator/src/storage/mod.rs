@@ -178,6 +178,11 @@ pub trait Store: Send + Sync + 'static {
         self.list_series(Some(host)).into_iter().find(|(_, m)| &m.key == key).map(|(id, _)| id)
     }
 
+    /// Number of series of `host`. Implementations override it with a map lookup.
+    fn series_count(&self, host: &str) -> usize {
+        self.list_series(Some(host)).len()
+    }
+
     /// The host and key of a series id.
     fn series_meta(&self, id: SeriesId) -> Option<SeriesMeta>;
 

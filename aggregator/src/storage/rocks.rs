@@ -592,6 +592,16 @@ impl Store for RocksStore {
         Ok(id)
     }
 
+    fn lookup_series(&self, host: &str, key: &SeriesKey) -> Option<SeriesId> {
+        let reg = self.registry.read().unwrap_or_else(PoisonError::into_inner);
+        reg.by_key.get(host).and_then(|m| m.get(key)).copied()
+    }
+
+    fn series_count(&self, host: &str) -> usize {
+        let reg = self.registry.read().unwrap_or_else(PoisonError::into_inner);
+        reg.by_key.get(host).map_or(0, |m| m.len())
+    }
+
     fn series_meta(&self, id: SeriesId) -> Option<SeriesMeta> {
         let i = usize::try_from(id).ok()?.checked_sub(1)?;
         self.registry.read().unwrap_or_else(PoisonError::into_inner).metas.get(i).cloned()
