@@ -25,7 +25,6 @@ lint: deps
 # Whole suite: style, unit, component and end-to-end tests (real binaries, real cgroups).
 test: lint build
 	$(CARGO) nextest run --workspace --no-fail-fast
-	$(CARGO) test --workspace --doc
 
 demo: build
 	@scripts/demo.sh "$(BIN)"
