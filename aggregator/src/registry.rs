@@ -22,10 +22,25 @@ pub struct HostView {
     pub series: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct HostState {
     view: HostView,
     sessions: u32,
+    /// Generation of the newest session; older sessions end when it moves.
+    generation: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for HostState {
+    fn default() -> Self {
+        HostState { view: HostView::default(), sessions: 0, generation: tokio::sync::watch::Sender::new(0) }
+    }
+}
+
+/// A session's claim on its host: it is current while the host's generation equals `generation`.
+#[derive(Debug)]
+pub struct SessionClaim {
+    pub generation: u64,
+    pub newest: tokio::sync::watch::Receiver<u64>,
 }
 
 /// What an agent says about itself in Hello.
@@ -52,7 +67,7 @@ impl Registry {
             let series = store.series_count(&rec.host_id) as u64;
             let acked = store.agent_progress(&rec.host_id)?.map(|p| p.acked_sequence).unwrap_or(0);
             let view = HostView { record: rec.clone(), acked_sequence: acked, series, ..Default::default() };
-            hosts.insert(rec.host_id.clone(), HostState { view, sessions: 0 });
+            hosts.insert(rec.host_id.clone(), HostState { view, ..Default::default() });
         }
         Ok(Registry { store, hosts: Mutex::new(hosts) })
     }
@@ -62,9 +77,11 @@ impl Registry {
         self.hosts.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Records a session start and persists the updated host record.
-    pub fn connected(&self, hello: &HelloInfo, now_ms: i64, acked: u64) -> Result<(), StoreError> {
-        let rec = {
+    /// Records a session start and persists the updated host record. The returned claim
+    /// tells the session when a newer session of the same host replaced it: one host
+    /// has one writer, so sequence deduplication stays exact.
+    pub fn connected(&self, hello: &HelloInfo, now_ms: i64, acked: u64) -> Result<SessionClaim, StoreError> {
+        let (rec, claim) = {
             let mut hosts = self.lock();
             let st = hosts.entry(hello.host_id.clone()).or_default();
             let r = &mut st.view.record;
@@ -80,9 +97,12 @@ impl Registry {
             st.sessions += 1;
             st.view.connected = true;
             st.view.acked_sequence = acked;
-            r.clone()
+            let generation = *st.generation.borrow() + 1;
+            st.generation.send_replace(generation);
+            (r.clone(), SessionClaim { generation, newest: st.generation.subscribe() })
         };
-        self.store.put_host(&rec)
+        self.store.put_host(&rec)?;
+        Ok(claim)
     }
 
     /// Counts a processed batch.

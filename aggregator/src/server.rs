@@ -24,7 +24,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::ingest::{IngestError, IngestLimits, Session};
-use crate::registry::{HelloInfo, Registry};
+use crate::registry::{HelloInfo, Registry, SessionClaim};
 use crate::storage::{Rollup, SeriesId, SeriesMeta, Store, StoreError};
 
 /// Everything the services share.
@@ -124,14 +124,14 @@ impl Telemetry for TelemetryService {
             .map_err(|e| Status::internal(format!("session setup panicked: {e}")))?
             .map_err(|e| status_of(&e))?;
         let acked = session.acked();
-        {
+        let claim = {
             let reg = shared.registry.clone();
             let info = info.clone();
             tokio::task::spawn_blocking(move || reg.connected(&info, now_ms(), acked))
                 .await
                 .map_err(|e| Status::internal(e.to_string()))?
-                .map_err(|e| status_of(&e))?;
-        }
+                .map_err(|e| status_of(&e))?
+        };
         let (tx, rx) = mpsc::channel::<Result<AggregatorMessage, Status>>(256);
         let welcome = Welcome {
             protocol_version: PROTOCOL_VERSION,
@@ -145,7 +145,7 @@ impl Telemetry for TelemetryService {
             .map_err(|_| Status::cancelled("client went away"))?;
         let span = info_span!("agent_session", host = %info.host_id, incarnation = info.incarnation);
         info!(parent: &span, ?peer, agent_version = %info.agent_version, acked, "agent connected");
-        tokio::spawn(run_session(shared, session, inbound, tx).instrument(span));
+        tokio::spawn(run_session(shared, session, claim, inbound, tx).instrument(span));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
@@ -153,14 +153,22 @@ impl Telemetry for TelemetryService {
 async fn run_session(
     shared: Arc<Shared>,
     mut session: Session,
+    claim: SessionClaim,
     mut inbound: Streaming<AgentMessage>,
     tx: mpsc::Sender<Result<AggregatorMessage, Status>>,
 ) {
     let host = session.host_id().to_owned();
     let mut stopping = shared.stopping.clone();
+    let SessionClaim { generation, mut newest } = claim;
     let end = loop {
         let next = tokio::select! {
             m = inbound.message() => m,
+            _ = async { let _ = newest.wait_for(|g| *g != generation).await; } => {
+                let _ = tx.send(Err(Status::aborted(
+                    "replaced by a newer session for this host id (a reconnect, or two agents sharing one host id)",
+                ))).await;
+                break "replaced by a newer session".to_owned();
+            }
             _ = async { let _ = stopping.wait_for(|s| *s).await; } => {
                 let _ = tx.send(Err(Status::unavailable("aggregator shutting down; reconnect later"))).await;
                 break "aggregator shutting down".to_owned();

@@ -344,3 +344,20 @@ async fn many_concurrent_agents_each_store_their_own_data() {
     assert!(pts.iter().all(|p| p.1 == 123.0));
     srv.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_newer_session_for_the_same_host_replaces_the_older() {
+    let srv = Server::start(|_| {}).await;
+    let t = now_ms();
+    let (mut old, _) = Agent::connect(srv.channel().await, "h1").await.unwrap();
+    assert_eq!(old.send(batch(1, vec![def(0, "m")], vec![(0, t, 1.0)])).await.unwrap().acked_sequence, 1);
+    let (mut new, w) = Agent::connect(srv.channel().await, "h1").await.unwrap();
+    assert_eq!(w.acked_sequence, 1);
+    let err = old.send(batch(2, vec![], vec![(0, t + 1, 2.0)])).await.unwrap_err();
+    assert_eq!(err.code(), Code::Aborted, "{err:?}");
+    assert!(err.message().contains("newer session"), "{}", err.message());
+    assert_eq!(new.send(batch(2, vec![def(0, "m")], vec![(0, t + 1, 2.0)])).await.unwrap().acked_sequence, 2);
+    let hosts = QueryClient::new(srv.channel().await).list_hosts(v1::ListHostsRequest {}).await.unwrap().into_inner();
+    assert!(hosts.hosts[0].connected);
+    srv.shutdown().await;
+}
