@@ -98,7 +98,11 @@ pub fn run(bin_dir: &Path, load: &LoadConfig) -> anyhow::Result<Report> {
     let hwm_kib = status_kib(aggregator.pid(), "VmHWM")?;
     let rss_kib = status_kib(aggregator.pid(), "VmRSS")?;
     loadgen.stop(Duration::from_secs(10));
-    aggregator.stop(Duration::from_secs(10));
+    // After a run the aggregator may take a while to stop (blocking work in flight);
+    // say how long, it is worth knowing.
+    let stopping = Instant::now();
+    aggregator.stop(Duration::from_secs(60));
+    eprintln!("ingest: the aggregator took {:.1} s to stop after SIGTERM", stopping.elapsed().as_secs_f64());
 
     let text = last_line.context("the load generator printed no result")?;
     let lg: serde_json::Value =
