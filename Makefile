@@ -40,7 +40,7 @@ bench-ingest: deps
 
 bench-storage: deps
 	$(CARGO) build --release -p augur-bench --bins
-	$(RBIN)/augur-bench storage
+	$(RBIN)/augur-bench storage --recording bench/data/agent-recording-30m.augrec.gz
 
 bench-agent: deps
 	$(CARGO) build --release -p augur-aggregator -p augur-agent -p augur-bench --bins

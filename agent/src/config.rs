@@ -175,7 +175,7 @@ mod tests {
 
     #[test]
     fn example_config_in_packaging_is_valid() {
-        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/config/agent.toml");
+        let p = augur_core::testing::crate_dir(env!("CARGO_MANIFEST_DIR")).join("../packaging/config/agent.toml");
         let cfg = AgentConfig::load(&p).expect("packaged example config must be valid");
         // The example shows every option with its default: keep the two in step.
         assert_eq!(cfg, AgentConfig::default());
@@ -188,21 +188,8 @@ mod tests {
 
     #[test]
     fn invalid_fixtures_fail_with_expected_message() {
-        // Each invalid fixture's first line is `# expect: <substring of the error>`.
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config");
-        let mut seen = 0;
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            let name = path.file_name().unwrap().to_string_lossy().to_string();
-            if !name.starts_with("invalid-") {
-                continue;
-            }
-            let text = std::fs::read_to_string(&path).unwrap();
-            let expect = text.lines().next().unwrap().trim_start_matches("# expect:").trim().to_owned();
-            let err = AgentConfig::load(&path).expect_err(&name).to_string();
-            assert!(err.contains(&expect), "{name}: error {err:?} does not contain {expect:?}");
-            seen += 1;
-        }
+        let dir = augur_core::testing::crate_dir(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config");
+        let seen = augur_core::testing::check_invalid_config_fixtures(&dir, AgentConfig::load);
         assert!(seen >= 4, "expected at least 4 invalid fixtures, found {seen}");
     }
 }

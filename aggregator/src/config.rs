@@ -226,12 +226,12 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config").join(name)
+        augur_core::testing::crate_dir(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config").join(name)
     }
 
     #[test]
     fn example_config_in_packaging_is_valid() {
-        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/config/aggregator.toml");
+        let p = augur_core::testing::crate_dir(env!("CARGO_MANIFEST_DIR")).join("../packaging/config/aggregator.toml");
         let cfg = AggregatorConfig::load(&p).expect("packaged example config must be valid");
         // The example shows every option with its default: keep the two in step.
         assert_eq!(cfg, AggregatorConfig::default());
@@ -244,21 +244,8 @@ mod tests {
 
     #[test]
     fn invalid_fixtures_fail_with_expected_message() {
-        // Each invalid fixture's first line is `# expect: <substring of the error>`.
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config");
-        let mut seen = 0;
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            let name = path.file_name().unwrap().to_string_lossy().to_string();
-            if !name.starts_with("invalid-") {
-                continue;
-            }
-            let text = std::fs::read_to_string(&path).unwrap();
-            let expect = text.lines().next().unwrap().trim_start_matches("# expect:").trim().to_owned();
-            let err = AggregatorConfig::load(&path).expect_err(&name).to_string();
-            assert!(err.contains(&expect), "{name}: error {err:?} does not contain {expect:?}");
-            seen += 1;
-        }
+        let dir = augur_core::testing::crate_dir(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config");
+        let seen = augur_core::testing::check_invalid_config_fixtures(&dir, AggregatorConfig::load);
         assert!(seen >= 4, "expected at least 4 invalid fixtures, found {seen}");
     }
 

@@ -63,6 +63,7 @@ pub async fn run(
         aggregator_id: config.aggregator_id.clone(),
         max_message_bytes: i.max_message_bytes as usize,
         write_slots: Semaphore::new(i.write_concurrency),
+        inline_writes: !config.storage.sync_writes,
         stopping: stop_rx,
     });
 

@@ -28,7 +28,7 @@ pub fn bin(name: &str) -> PathBuf {
 
 /// The workspace root (for packaging files, configs and scripts).
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+    augur_core::testing::crate_dir(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
 }
 
 /// True when running as root.

@@ -272,7 +272,7 @@ pub(crate) fn matches_any(patterns: &[String], name: &str) -> bool {
 /// Root of the fixture trees used by the tests of every sampler module.
 #[cfg(test)]
 pub(crate) fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(rel)
+    augur_core::testing::crate_dir(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(rel)
 }
 
 /// Test helpers for finding samples in a tick's output.

@@ -309,6 +309,9 @@ fn cf_options(name: &str, cache: &Cache) -> Options {
     let mut t = BlockBasedOptions::default();
     t.set_block_cache(cache);
     t.set_cache_index_and_filter_blocks(true);
+    // Keep index blocks of fresh files resident: sealing seeks once per series.
+    t.set_pin_l0_filter_and_index_blocks_in_cache(true);
+    t.set_cache_index_and_filter_blocks_with_high_priority(true);
     match name {
         CF_OPEN => {
             // The ingest hot path: large memtables, cheap compression; keys are scanned
@@ -356,7 +359,12 @@ pub(crate) fn open(path: &Path) -> Result<DB, StoreError> {
     db_opts.create_missing_column_families(true);
     db_opts.set_max_background_jobs(2);
     db_opts.set_bytes_per_sync(1 << 20);
+    // RocksDB's own diagnostic LOG: warnings only, small and rotated (at INFO it writes
+    // ~150 KB at every open and grows with each flush and compaction).
+    db_opts.set_log_level(rocksdb::LogLevel::Warn);
+    db_opts.set_max_log_file_size(1 << 20);
     db_opts.set_keep_log_file_num(4);
+    db_opts.set_stats_dump_period_sec(0);
     // `meta` is written rarely; bound the WAL so it gets flushed and old logs go away.
     db_opts.set_max_total_wal_size(256 << 20);
 
