@@ -5,7 +5,7 @@ CARGO ?= cargo
 BIN := $(CARGO_TARGET_DIR)/debug
 RBIN := $(CARGO_TARGET_DIR)/release
 
-.PHONY: all deps build release test lint unit e2e demo bench bench-ingest bench-storage bench-agent clean-demo
+.PHONY: all deps build release test lint unit e2e demo bench bench-ingest bench-storage bench-seal bench-agent clean-demo
 
 all: build
 
@@ -32,7 +32,7 @@ demo: build
 clean-demo:
 	@scripts/demo.sh --cleanup-only
 
-bench: bench-ingest bench-storage bench-agent
+bench: bench-ingest bench-storage bench-seal bench-agent
 
 bench-ingest: deps
 	$(CARGO) build --release -p augur-aggregator -p augur-bench --bins
@@ -41,6 +41,11 @@ bench-ingest: deps
 bench-storage: deps
 	$(CARGO) build --release -p augur-bench --bins
 	$(RBIN)/augur-bench storage --recording bench/data/agent-recording-30m.augrec.gz
+
+# Steady-state sealing (maintenance) throughput of the store, in points per second.
+bench-seal: deps
+	$(CARGO) build --release -p augur-bench --bins
+	$(RBIN)/augur-bench seal
 
 bench-agent: deps
 	$(CARGO) build --release -p augur-aggregator -p augur-agent -p augur-bench --bins

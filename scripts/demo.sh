@@ -56,7 +56,8 @@ pids+=($!)
 
 # Workload 1: "web", a CPU-bursty process under a quarter-core CFS quota.
 cg_create "$prefix/web" $((256 << 20)) 25000 64
-( while :; do timeout 2 sh -c 'while :; do :; done'; sleep 3; done ) &
+# (timeout exits 124 by design; `|| true` keeps set -e from ending the loop)
+( while :; do timeout 2 sh -c 'while :; do :; done' || true; sleep 3; done ) &
 web=$!; pids+=($web); cg_add "$prefix/web" "$web"
 
 # Workload 2: "cache", memory that grows to ~120 MiB then is freed (a sawtooth),

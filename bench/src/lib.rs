@@ -8,6 +8,7 @@
 //!   load from a separate [`loadgen`] process).
 //! - [`loadgen`]: simulated agents streaming batches over `Telemetry.Connect`.
 //! - [`storage`]: bytes per sample of a real recording written into `RocksStore`.
+//! - [`seal`]: steady-state sealing throughput of `RocksStore` (maintenance).
 //! - [`export`]: makes such a recording from a running aggregator.
 //! - [`recording`]: the recording file format (gzip, lossless).
 //! - [`agent`]: agent CPU and memory next to node_exporter, with cgroups to watch.
@@ -23,4 +24,5 @@ pub mod loadgen;
 pub mod procs;
 pub mod recording;
 pub mod report;
+pub mod seal;
 pub mod storage;

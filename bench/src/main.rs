@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use augur_bench::{agent, export, ingest, loadgen, procs, storage};
+use augur_bench::{agent, export, ingest, loadgen, procs, seal, storage};
 use clap::{Parser, Subcommand};
 
 /// The recording committed with the sources, used by `storage` by default.
@@ -60,6 +60,21 @@ enum Cmd {
         /// Recording to replay.
         #[arg(long, default_value = DEFAULT_RECORDING)]
         recording: PathBuf,
+    },
+    /// Steady-state sealing throughput of the store's maintenance.
+    Seal {
+        /// Series written at 1 Hz.
+        #[arg(long, default_value_t = 20_000)]
+        series: usize,
+        /// Minutes of data time simulated.
+        #[arg(long, default_value_t = 30)]
+        minutes: u64,
+        /// Points per sealed block.
+        #[arg(long, default_value_t = 600)]
+        block_points: usize,
+        /// Simulated time between maintenance passes.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        maintain_every: Duration,
     },
     /// Agent CPU and memory watching cgroups, next to node_exporter (needs root).
     Agent {
@@ -119,6 +134,9 @@ fn main() -> ExitCode {
         Cmd::Loadgen { url, load } => loadgen::run(load.config(url)),
         Cmd::Export { aggregator, host, since, out } => export::run(&aggregator, &host, since, &out),
         Cmd::Storage { recording } => storage::run(&recording),
+        Cmd::Seal { series, minutes, block_points, maintain_every } => {
+            seal::run(&seal::SealConfig { series, minutes, block_points, maintain_every })
+        }
         Cmd::Agent { bin_dir, duration, cgroups } => agent::run(&bin_dir, duration, cgroups),
     };
     match result {
