@@ -12,6 +12,10 @@ all: build
 deps:
 	@scripts/install-deps.sh
 
+# Python venv for the model pipeline; it also ships the libonnxruntime.so the aggregator loads.
+pydeps:
+	@scripts/install-python-deps.sh
+
 build: deps
 	$(CARGO) build --workspace --bins
 
@@ -23,7 +27,7 @@ lint: deps
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 # Whole suite: style, unit, component and end-to-end tests (real binaries, real cgroups).
-test: lint build
+test: lint build pydeps
 	$(CARGO) nextest run --workspace --no-fail-fast
 
 demo: build
@@ -50,3 +54,10 @@ bench-seal: deps
 bench-agent: deps
 	$(CARGO) build --release -p augur-aggregator -p augur-agent -p augur-bench --bins
 	$(RBIN)/augur-bench agent --bin-dir $(RBIN)
+
+# Anomaly-detection evaluation on SMD and NAB (../shared/EVALUATION.md section 2): one JSON
+# object per line on stdout. Data from $AUGUR_DATA_DIR or ../shared/data; see models/eval/README.md.
+.PHONY: eval
+eval:
+	@scripts/install-python-deps.sh
+	@"$${AUGUR_VENV:-$(HOME)/.cache/augur/venv}/bin/python" models/eval/run_eval.py
