@@ -61,3 +61,13 @@ bench-agent: deps
 eval:
 	@scripts/install-python-deps.sh
 	@"$${AUGUR_VENV:-$(HOME)/.cache/augur/venv}/bin/python" models/eval/run_eval.py
+
+# Scenario lab (models/lab/README.md): re-records a labelled dataset of real workloads in
+# real cgroups under the real agent and aggregator into models/lab/data/. Needs root;
+# takes about 50 minutes; not part of `make test`. Extra flags: make lab LAB_ARGS="--runs 30 --scale 0.5".
+.PHONY: lab
+LAB_PYTHON ?= python3
+LAB_ARGS ?=
+lab: deps
+	$(CARGO) build --release -p augur-aggregator -p augur-agent -p augur-bench -p augurctl --bins
+	$(LAB_PYTHON) models/lab/run.py --bin-dir $(RBIN) --dataset-dir models/lab/data $(LAB_ARGS)

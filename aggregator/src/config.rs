@@ -26,6 +26,30 @@ pub struct AggregatorConfig {
     pub aggregator_id: String,
     pub ingest: IngestConfig,
     pub storage: StorageConfig,
+    pub predict: PredictSection,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PredictSection {
+    /// Model manifest (see models/README.md); empty: no models, nothing is predicted.
+    pub models: PathBuf,
+    /// ONNX Runtime library; empty: ORT_DYLIB_PATH, then the documented defaults.
+    pub onnxruntime_library: PathBuf,
+    /// How often every live resource is scored.
+    #[serde(with = "units::duration")]
+    pub tick: Duration,
+    /// An event is raised when the probability reaches this…
+    pub raise_threshold: f64,
+    /// …and cleared when it falls below this.
+    pub clear_threshold: f64,
+    /// While raised, an update is sent when the probability moves this much.
+    pub update_delta: f64,
+    /// Events buffered per subscriber before the oldest are dropped for it.
+    pub subscriber_buffer: usize,
+    /// How often the manifest and model files are checked for changes.
+    #[serde(with = "units::duration")]
+    pub reload_interval: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -94,6 +118,37 @@ impl Default for AggregatorConfig {
             aggregator_id: "augur-aggregator".into(),
             ingest: IngestConfig::default(),
             storage: StorageConfig::default(),
+            predict: PredictSection::default(),
+        }
+    }
+}
+
+impl Default for PredictSection {
+    fn default() -> Self {
+        let d = crate::predict::PredictConfig::default();
+        PredictSection {
+            models: PathBuf::new(),
+            onnxruntime_library: PathBuf::new(),
+            tick: d.tick,
+            raise_threshold: d.raise_threshold,
+            clear_threshold: d.clear_threshold,
+            update_delta: d.update_delta,
+            subscriber_buffer: d.subscriber_buffer,
+            reload_interval: Duration::from_secs(2),
+        }
+    }
+}
+
+impl PredictSection {
+    /// Engine settings from this section.
+    pub fn engine_config(&self) -> crate::predict::PredictConfig {
+        crate::predict::PredictConfig {
+            tick: self.tick,
+            raise_threshold: self.raise_threshold,
+            clear_threshold: self.clear_threshold,
+            update_delta: self.update_delta,
+            subscriber_buffer: self.subscriber_buffer,
+            ..crate::predict::PredictConfig::default()
         }
     }
 }
@@ -184,6 +239,22 @@ impl AggregatorConfig {
         }
         if s.maintenance_interval < Duration::from_secs(1) {
             return bad("storage.maintenance_interval must be at least 1s".into());
+        }
+        let p = &self.predict;
+        if p.tick < Duration::from_millis(100) {
+            return bad("predict.tick must be at least 100ms".into());
+        }
+        if !(0.0..=1.0).contains(&p.raise_threshold) || !(0.0..=1.0).contains(&p.clear_threshold) {
+            return bad("predict.raise_threshold and predict.clear_threshold must be in [0, 1]".into());
+        }
+        if p.clear_threshold > p.raise_threshold {
+            return bad(format!(
+                "predict.clear_threshold ({}) must not exceed predict.raise_threshold ({}): no hysteresis otherwise",
+                p.clear_threshold, p.raise_threshold
+            ));
+        }
+        if p.subscriber_buffer == 0 || p.subscriber_buffer > 1 << 20 {
+            return bad(format!("predict.subscriber_buffer must be 1..=1048576 (got {})", p.subscriber_buffer));
         }
         for (n, r) in s.retention.iter().enumerate() {
             if r.match_labels.is_empty() && r.resource_prefix.is_none() {

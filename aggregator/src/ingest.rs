@@ -12,10 +12,12 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use augur_proto::convert;
 use augur_proto::v1::{Ack, BatchProblem, SampleBatch, SeriesDef};
 
+use crate::features::FeatureEngine;
 use crate::storage::{AgentProgress, SeriesId, Store, StoreError, WriteBatch};
 
 /// gRPC status codes carried in [`Ack::code`].
@@ -82,6 +84,8 @@ pub struct Session {
     acked: u64,
     refs: HashMap<u32, Slot>,
     host_series: usize,
+    /// Fed with every stored point.
+    features: Option<Arc<FeatureEngine>>,
 }
 
 #[derive(Default)]
@@ -115,7 +119,14 @@ impl Session {
             acked,
             refs: HashMap::new(),
             host_series: store.series_count(host_id),
+            features: None,
         })
+    }
+
+    /// Feeds every point this session stores to `engine` as well.
+    pub fn with_features(mut self, engine: Arc<FeatureEngine>) -> Self {
+        self.features = Some(engine);
+        self
     }
 
     /// Highest sequence durably stored for this incarnation.
@@ -227,6 +238,9 @@ impl Session {
         ));
         store.write(&write)?;
         self.acked = batch.sequence;
+        if let Some(f) = &self.features {
+            f.observe(&write.points, &|id| store.series_meta(id));
+        }
 
         let (code, message) = if problems.rejected == 0 {
             (CODE_OK, String::new())

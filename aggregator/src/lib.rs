@@ -4,13 +4,22 @@
 //! - [`config`]: TOML config (what) and its validation.
 //! - [`storage`]: the storage seam ([`storage::Store`]); RocksDB and in-memory stores.
 //! - [`ingest`]: per-stream validation, deduplication and atomic writes.
+//! - [`model`]: the ONNX Runtime seam: model manifest, registry, hot reload, batched inference.
+//! - [`features`]: the streaming feature engine (one implementation, also behind
+//!   `augur-aggregator features export`).
+//! - [`recording`]: the lossless recording file format (exported host data).
+//! - [`predict`]: the prediction engine (tick thread, hysteresis, explanations, events).
 //! - [`registry`]: hosts that connected, their labels and counters.
 //! - [`server`]: the gRPC services (the only tonic code).
 //!
 //! [`run`] starts everything and serves until the shutdown future resolves.
 
 pub mod config;
+pub mod features;
 pub mod ingest;
+pub mod model;
+pub mod predict;
+pub mod recording;
 pub mod registry;
 pub mod server;
 pub mod storage;
@@ -25,7 +34,9 @@ use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
 use crate::config::AggregatorConfig;
+use crate::features::{FeatureConfig, FeatureEngine};
 use crate::ingest::IngestLimits;
+use crate::predict::PredictionEngine;
 use crate::registry::Registry;
 use crate::server::Shared;
 use crate::storage::Store;
@@ -50,6 +61,10 @@ pub async fn run(
             .with_context(|| format!("opening the store in {}", config.data_dir.display()))?,
     );
     let registry = Arc::new(Registry::load(store.clone()).context("loading the host registry")?);
+    let features = Arc::new(FeatureEngine::new(FeatureConfig::default()));
+    let scorer = predict::onnx::scorer_for(&config.predict, features.config())?;
+    let predictions = PredictionEngine::new(config.predict.engine_config(), features.clone(), scorer.scorer.clone());
+    let _engine_thread = predictions.spawn().context("starting the prediction thread")?;
     let i = &config.ingest;
     let shared = Arc::new(Shared {
         store: store.clone(),
@@ -65,6 +80,8 @@ pub async fn run(
         write_slots: Semaphore::new(i.write_concurrency),
         inline_writes: !config.storage.sync_writes,
         stopping: stop_rx,
+        features: features.clone(),
+        predictions: predictions.clone(),
     });
 
     let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
@@ -74,13 +91,14 @@ pub async fn run(
 
     let maint = tokio::spawn(maintenance_loop(store.clone(), config.storage.maintenance_interval));
     let shared_stop = shared.stopping.clone();
-    let (telemetry, query) = server::services(shared);
+    let (telemetry, query, predictions_svc) = server::services(shared);
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let serve = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
         .add_service(telemetry)
         .add_service(query)
+        .add_service(predictions_svc)
         .serve_with_incoming_shutdown(incoming, async move {
             shutdown.await;
             info!("shutting down: ending agent sessions");

@@ -1,5 +1,6 @@
 //! Recordings: real agent data exported from an aggregator, replayed by the storage
-//! bench. One gzip file, lossless.
+//! bench, the feature export and the model pipeline's scenario lab. One gzip file,
+//! lossless.
 //!
 //! Layout of the decompressed stream (varint = unsigned LEB128, zigzag = signed as
 //! zigzag varint, str = varint length + UTF-8 bytes):
@@ -24,11 +25,34 @@ use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::path::Path;
 
-use anyhow::{Context as _, bail, ensure};
 use augur_core::{MetricKind, SeriesKey};
 use flate2::Compression;
 use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
+
+/// Why a recording could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordingError {
+    #[error("{what} {path}: {source}")]
+    Io { what: &'static str, path: std::path::PathBuf, source: std::io::Error },
+    #[error("decoding {path}: {reason}")]
+    Decode { path: std::path::PathBuf, reason: String },
+    #[error("{0}")]
+    Format(String),
+}
+
+macro_rules! ensure {
+    ($cond:expr, $($fmt:tt)+) => {
+        if !$cond {
+            return Err(RecordingError::Format(format!($($fmt)+)));
+        }
+    };
+}
+macro_rules! bail {
+    ($($fmt:tt)+) => {
+        return Err(RecordingError::Format(format!($($fmt)+)))
+    };
+}
 
 const MAGIC: &[u8; 7] = b"AUGREC\0";
 /// Version of the layout above.
@@ -109,7 +133,7 @@ impl Recording {
     }
 
     /// Parses the uncompressed encoding, checking every length.
-    pub fn decode(bytes: &[u8]) -> anyhow::Result<Self> {
+    pub fn decode(bytes: &[u8]) -> Result<Self, RecordingError> {
         let mut r = Reader { b: bytes, pos: 0 };
         ensure!(r.take(MAGIC.len())? == MAGIC, "not an augur recording");
         let version = r.byte()?;
@@ -176,25 +200,25 @@ impl Recording {
     }
 
     /// Writes the gzip-compressed encoding to `path`; returns the file size.
-    pub fn save(&self, path: &Path) -> anyhow::Result<u64> {
+    pub fn save(&self, path: &Path) -> Result<u64, RecordingError> {
         if let Some(dir) = path.parent()
             && !dir.as_os_str().is_empty()
         {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            std::fs::create_dir_all(dir).map_err(|source| io("creating", dir, source))?;
         }
-        let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        let file = File::create(path).map_err(|source| io("creating", path, source))?;
         let mut gz = GzEncoder::new(BufWriter::new(file), Compression::best());
-        gz.write_all(&self.encode())?;
-        gz.finish()?.flush()?;
-        Ok(std::fs::metadata(path)?.len())
+        gz.write_all(&self.encode()).map_err(|source| io("writing", path, source))?;
+        gz.finish().and_then(|mut f| f.flush()).map_err(|source| io("writing", path, source))?;
+        Ok(std::fs::metadata(path).map_err(|source| io("reading", path, source))?.len())
     }
 
     /// Reads a file written by [`Recording::save`].
-    pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    pub fn load(path: &Path) -> Result<Self, RecordingError> {
+        let file = File::open(path).map_err(|source| io("opening", path, source))?;
         let mut bytes = Vec::new();
-        GzDecoder::new(file).read_to_end(&mut bytes).with_context(|| format!("decompressing {}", path.display()))?;
-        Self::decode(&bytes).with_context(|| format!("decoding {}", path.display()))
+        GzDecoder::new(file).read_to_end(&mut bytes).map_err(|source| io("decompressing", path, source))?;
+        Self::decode(&bytes).map_err(|e| RecordingError::Decode { path: path.to_owned(), reason: e.to_string() })
     }
 }
 
@@ -215,6 +239,10 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
+fn io(what: &'static str, path: &Path, source: std::io::Error) -> RecordingError {
+    RecordingError::Io { what, path: path.to_owned(), source }
+}
+
 struct Reader<'a> {
     b: &'a [u8],
     pos: usize,
@@ -225,18 +253,18 @@ impl<'a> Reader<'a> {
         self.b.len() - self.pos
     }
 
-    fn take(&mut self, n: usize) -> anyhow::Result<&'a [u8]> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], RecordingError> {
         ensure!(n <= self.remaining(), "truncated recording");
         let s = &self.b[self.pos..self.pos + n];
         self.pos += n;
         Ok(s)
     }
 
-    fn byte(&mut self) -> anyhow::Result<u8> {
+    fn byte(&mut self) -> Result<u8, RecordingError> {
         Ok(self.take(1)?[0])
     }
 
-    fn varint(&mut self) -> anyhow::Result<u64> {
+    fn varint(&mut self) -> Result<u64, RecordingError> {
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
             let b = self.byte()?;
@@ -248,21 +276,21 @@ impl<'a> Reader<'a> {
         bail!("varint longer than 64 bits")
     }
 
-    fn zigzag(&mut self) -> anyhow::Result<i64> {
+    fn zigzag(&mut self) -> Result<i64, RecordingError> {
         let u = self.varint()?;
         Ok(((u >> 1) as i64) ^ -((u & 1) as i64))
     }
 
     /// A count that must fit what is left of the input.
-    fn len(&mut self) -> anyhow::Result<usize> {
+    fn len(&mut self) -> Result<usize, RecordingError> {
         let n = self.varint()?;
         ensure!(n <= self.remaining() as u64, "length {n} exceeds the remaining {} bytes", self.remaining());
         Ok(n as usize)
     }
 
-    fn str(&mut self) -> anyhow::Result<String> {
+    fn str(&mut self) -> Result<String, RecordingError> {
         let n = self.len()?;
-        String::from_utf8(self.take(n)?.to_vec()).context("string is not UTF-8")
+        String::from_utf8(self.take(n)?.to_vec()).map_err(|_| RecordingError::Format("string is not UTF-8".into()))
     }
 }
 

@@ -1,4 +1,4 @@
-//! gRPC services: `Telemetry.Connect` (agent streams) and `Query`.
+//! gRPC services: `Telemetry.Connect` (agent streams), `Query` and `Predictions`.
 //!
 //! The only module that touches tonic. Domain errors become `tonic::Status` in
 //! [`status_of`]; storage work runs on the blocking pool, bounded by a semaphore so
@@ -14,6 +14,7 @@ use augur_proto::v1::{
     self, AgentMessage, AggregatorMessage, HeartbeatReply, Welcome,
     agent_message::Msg as AgentMsg,
     aggregator_message::Msg as AggMsg,
+    predictions_server::{Predictions, PredictionsServer},
     query_server::{Query, QueryServer},
     telemetry_server::{Telemetry, TelemetryServer},
 };
@@ -23,7 +24,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use crate::features::FeatureEngine;
 use crate::ingest::{IngestError, IngestLimits, Session};
+use crate::predict::{self, PredictionEngine};
 use crate::registry::{HelloInfo, Registry, SessionClaim};
 use crate::storage::{Rollup, SeriesId, SeriesMeta, Store, StoreError};
 
@@ -39,17 +42,24 @@ pub struct Shared {
     pub inline_writes: bool,
     /// Becomes true when the aggregator is shutting down; sessions then end.
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// Fed by every session with the points it stores.
+    pub features: Arc<FeatureEngine>,
+    pub predictions: Arc<PredictionEngine>,
 }
 
 /// Builds the tonic services for `shared`.
-pub fn services(shared: Arc<Shared>) -> (TelemetryServer<TelemetryService>, QueryServer<QueryService>) {
+pub fn services(
+    shared: Arc<Shared>,
+) -> (TelemetryServer<TelemetryService>, QueryServer<QueryService>, PredictionsServer<PredictionsService>) {
     let max = shared.max_message_bytes;
     let t = TelemetryServer::new(TelemetryService { shared: shared.clone() })
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
-    let q =
-        QueryServer::new(QueryService { shared }).max_decoding_message_size(max).max_encoding_message_size(64 << 20);
-    (t, q)
+    let q = QueryServer::new(QueryService { shared: shared.clone() })
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(64 << 20);
+    let p = PredictionsServer::new(PredictionsService { shared });
+    (t, q, p)
 }
 
 /// Maps domain errors to gRPC statuses (the one place that does).
@@ -121,10 +131,12 @@ impl Telemetry for TelemetryService {
         let shared = self.shared.clone();
         let store = shared.store.clone();
         let (host, inc) = (info.host_id.clone(), info.incarnation);
-        let session = tokio::task::spawn_blocking(move || Session::open(&*store, &host, inc))
-            .await
-            .map_err(|e| Status::internal(format!("session setup panicked: {e}")))?
-            .map_err(|e| status_of(&e))?;
+        let features = shared.features.clone();
+        let session =
+            tokio::task::spawn_blocking(move || Session::open(&*store, &host, inc).map(|s| s.with_features(features)))
+                .await
+                .map_err(|e| Status::internal(format!("session setup panicked: {e}")))?
+                .map_err(|e| status_of(&e))?;
         let acked = session.acked();
         let claim = {
             let reg = shared.registry.clone();
@@ -463,6 +475,133 @@ impl Query for QueryService {
             })
             .await?;
         Ok(Response::new(v1::LatestResponse { series }))
+    }
+}
+
+/// `Predictions`: event subscriptions and on-demand predictions.
+pub struct PredictionsService {
+    shared: Arc<Shared>,
+}
+
+/// A subscription's filter, checked on the subscriber's task (never on the engine's).
+struct EventFilter {
+    prefixes: Vec<String>,
+    host_labels: BTreeMap<String, String>,
+    failure_types: Vec<String>,
+    min_probability: f64,
+}
+
+impl EventFilter {
+    fn matches(&self, ev: &predict::Event, labels_of: &dyn Fn(&str) -> BTreeMap<String, String>) -> bool {
+        (self.prefixes.is_empty() || self.prefixes.iter().any(|p| ev.resource.starts_with(p.as_str())))
+            && (self.failure_types.is_empty() || self.failure_types.contains(&ev.failure_type))
+            && (ev.probability >= self.min_probability || ev.state == predict::EventState::Cleared)
+            && (self.host_labels.is_empty() || {
+                let labels = labels_of(&ev.host_id);
+                self.host_labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+            })
+    }
+}
+
+fn event_to_wire(ev: &predict::Event, dropped_before: u64) -> v1::PredictionEvent {
+    v1::PredictionEvent {
+        id: ev.id,
+        time_ms: ev.time_ms,
+        host_id: ev.host_id.clone(),
+        resource: ev.resource.clone(),
+        resource_kind: ev.resource_kind.as_str().to_owned(),
+        failure_type: ev.failure_type.clone(),
+        state: match ev.state {
+            predict::EventState::Raised => v1::EventState::Raised,
+            predict::EventState::Updated => v1::EventState::Updated,
+            predict::EventState::Cleared => v1::EventState::Cleared,
+            predict::EventState::Tick => v1::EventState::Tick,
+        } as i32,
+        probability: ev.probability,
+        horizon_s: ev.horizon_s,
+        probability_by_horizon_s: ev.probability_by_horizon_s.iter().map(|(h, p)| (*h, *p)).collect(),
+        expected_time_to_failure_s: ev.expected_time_to_failure_s,
+        top_features: ev
+            .top_features
+            .iter()
+            .map(|c| v1::FeatureContribution { name: c.name.clone(), value: c.value, contribution: c.contribution })
+            .collect(),
+        model: Some(v1::ModelRef { name: ev.model_name.clone(), version: ev.model_version.clone() }),
+        dropped_before,
+        summary: ev.summary.clone(),
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<v1::PredictionEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Predictions for PredictionsService {
+    type SubscribeStream = EventStream;
+
+    async fn subscribe(&self, req: Request<v1::SubscribeRequest>) -> Result<Response<EventStream>, Status> {
+        let r = req.into_inner();
+        if !(0.0..=1.0).contains(&r.min_probability) {
+            return Err(Status::invalid_argument(format!("min_probability {} is not in [0, 1]", r.min_probability)));
+        }
+        let filter = EventFilter {
+            prefixes: r.resource_prefixes,
+            host_labels: r.host_labels.into_iter().collect(),
+            failure_types: r.failure_types,
+            min_probability: r.min_probability,
+        };
+        let mut sub = self.shared.predictions.subscribe(r.every_tick);
+        let registry = self.shared.registry.clone();
+        let mut stopping = self.shared.stopping.clone();
+        // A small channel to the transport: when the client reads slowly, this task waits
+        // and the engine's ring (bounded per subscriber) absorbs and counts the loss.
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(async move {
+            let labels_of = |host: &str| {
+                registry
+                    .list()
+                    .into_iter()
+                    .find(|h| h.record.host_id == host)
+                    .map(|h| h.record.labels)
+                    .unwrap_or_default()
+            };
+            let mut dropped = 0u64;
+            loop {
+                let next = tokio::select! {
+                    n = sub.next() => n,
+                    _ = stopping.wait_for(|s| *s) => None,
+                };
+                let Some((ev, lost)) = next else { break };
+                dropped += lost;
+                if !filter.matches(&ev, &labels_of) {
+                    continue;
+                }
+                if tx.send(Ok(event_to_wire(&ev, dropped))).await.is_err() {
+                    break; // the subscriber went away
+                }
+                dropped = 0;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn predict_failure(
+        &self,
+        req: Request<v1::PredictFailureRequest>,
+    ) -> Result<Response<v1::PredictFailureResponse>, Status> {
+        let resource = req.into_inner().resource;
+        if resource.is_empty() {
+            return Err(Status::invalid_argument("resource is required (e.g. `host/cgroup/web`)"));
+        }
+        let found = self.shared.predictions.latest(&resource);
+        if found.is_empty() && self.shared.features.resource(&resource, now_ms()).is_none() {
+            return Err(Status::not_found(format!(
+                "no live resource {resource:?}: names are `<host>`, `<host>/<resource>` or `<host>/fs:<mount>`"
+            )));
+        }
+        Ok(Response::new(v1::PredictFailureResponse {
+            resource,
+            predictions: found.iter().map(|e| event_to_wire(e, 0)).collect(),
+        }))
     }
 }
 

@@ -22,7 +22,8 @@ pub mod export;
 pub mod ingest;
 pub mod loadgen;
 pub mod procs;
-pub mod recording;
+/// The recording format lives with the aggregator (its feature export reads it too).
+pub use augur_aggregator::recording;
 pub mod report;
 pub mod seal;
 pub mod storage;

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use augur_core::time::now_ms;
-use augur_proto::v1::{self, query_client::QueryClient};
+use augur_proto::v1::{self, predictions_client::PredictionsClient, query_client::QueryClient};
 use clap::{Parser, Subcommand};
 use tonic::transport::{Channel, Endpoint};
 
@@ -68,6 +68,32 @@ enum Cmd {
         #[arg(long)]
         metric: Option<String>,
     },
+    /// The newest failure predictions of a resource (HOST, HOST/RESOURCE or HOST/fs:MOUNT).
+    Predict { resource: String },
+    /// Prediction events; with --follow, keep streaming (one JSON object per line with --json).
+    Events {
+        /// Keep the stream open and print events as they come.
+        #[arg(long)]
+        follow: bool,
+        /// Only events with at least this probability.
+        #[arg(long, default_value_t = 0.0)]
+        min_prob: f64,
+        /// Only resources starting with this (repeatable).
+        #[arg(long)]
+        resource: Vec<String>,
+        /// Only this failure type (repeatable), e.g. memory_exhaustion.
+        #[arg(long)]
+        failure_type: Vec<String>,
+        /// Only hosts with this label, as name=value (repeatable).
+        #[arg(long = "label", value_name = "NAME=VALUE")]
+        labels: Vec<String>,
+        /// Also print every routine per-tick prediction.
+        #[arg(long)]
+        every_tick: bool,
+        /// Without --follow: how long to listen before exiting.
+        #[arg(long, default_value = "10s")]
+        wait: String,
+    },
 }
 
 /// Splits `HOST[/RESOURCE]`.
@@ -86,20 +112,59 @@ fn parse_duration(s: &str, what: &str) -> anyhow::Result<Duration> {
     augur_core::units::parse_duration(s).with_context(|| format!("--{what}"))
 }
 
-async fn client(url: &str) -> anyhow::Result<QueryClient<Channel>> {
-    let ch = Endpoint::from_shared(url.to_owned())
+async fn channel(url: &str) -> anyhow::Result<Channel> {
+    Endpoint::from_shared(url.to_owned())
         .with_context(|| format!("invalid aggregator URL {url:?}"))?
         .connect_timeout(Duration::from_secs(5))
         .connect()
         .await
-        .with_context(|| format!("cannot connect to the aggregator at {url}"))?;
-    Ok(QueryClient::new(ch).max_decoding_message_size(256 << 20))
+        .with_context(|| format!("cannot connect to the aggregator at {url}"))
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let mut c = client(&cli.aggregator).await?;
+    let ch = channel(&cli.aggregator).await?;
+    let mut c = QueryClient::new(ch.clone()).max_decoding_message_size(256 << 20);
+    let mut p = PredictionsClient::new(ch);
     let json = cli.json;
     match cli.cmd {
+        Cmd::Predict { resource } => {
+            let r = p.predict_failure(v1::PredictFailureRequest { resource }).await?.into_inner();
+            output::predictions(&r.predictions, json)
+        }
+        Cmd::Events { follow, min_prob, resource, failure_type, labels, every_tick, wait } => {
+            if !(0.0..=1.0).contains(&min_prob) {
+                bail!("--min-prob must be between 0 and 1");
+            }
+            let wait = parse_duration(&wait, "wait")?;
+            let mut host_labels = std::collections::HashMap::new();
+            for l in labels {
+                let (k, v) = l.split_once('=').with_context(|| format!("--label {l:?} must be NAME=VALUE"))?;
+                host_labels.insert(k.to_owned(), v.to_owned());
+            }
+            let req = v1::SubscribeRequest {
+                resource_prefixes: resource,
+                host_labels,
+                failure_types: failure_type,
+                min_probability: min_prob,
+                every_tick,
+            };
+            let mut stream = p.subscribe(req).await?.into_inner();
+            let deadline = tokio::time::Instant::now() + wait;
+            output::event_header(json);
+            loop {
+                let next = if follow {
+                    stream.message().await?
+                } else {
+                    match tokio::time::timeout_at(deadline, stream.message()).await {
+                        Ok(m) => m?,
+                        Err(_) => break,
+                    }
+                };
+                let Some(ev) = next else { break };
+                output::event(&ev, json)?;
+            }
+            Ok(())
+        }
         Cmd::Hosts => {
             let r = c.list_hosts(v1::ListHostsRequest {}).await?.into_inner();
             output::hosts(&r.hosts, json)

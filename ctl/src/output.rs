@@ -203,6 +203,95 @@ pub fn latest(data: &[v1::SeriesData], json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn state_str(s: i32) -> &'static str {
+    match v1::EventState::try_from(s) {
+        Ok(v1::EventState::Raised) => "RAISED",
+        Ok(v1::EventState::Updated) => "UPDATED",
+        Ok(v1::EventState::Cleared) => "CLEARED",
+        Ok(v1::EventState::Tick) => "TICK",
+        _ => "?",
+    }
+}
+
+fn event_json(e: &v1::PredictionEvent) -> Value {
+    let mut by_h: Vec<(i64, f64)> = e.probability_by_horizon_s.iter().map(|(h, p)| (*h, *p)).collect();
+    by_h.sort_by_key(|x| x.0);
+    json!({
+        "id": e.id, "time_ms": e.time_ms, "host_id": e.host_id, "resource": e.resource,
+        "resource_kind": e.resource_kind, "failure_type": e.failure_type, "state": state_str(e.state),
+        "probability": e.probability, "horizon_s": e.horizon_s,
+        "probability_by_horizon_s": by_h.iter().map(|(h, p)| json!({"horizon_s": h, "probability": p})).collect::<Vec<_>>(),
+        "expected_time_to_failure_s": e.expected_time_to_failure_s,
+        "top_features": e.top_features.iter().map(|f| json!({"name": f.name, "value": f.value, "contribution": f.contribution})).collect::<Vec<_>>(),
+        "model": e.model.as_ref().map(|m| json!({"name": m.name, "version": m.version})),
+        "dropped_before": e.dropped_before, "summary": e.summary,
+    })
+}
+
+fn why(e: &v1::PredictionEvent) -> String {
+    let top: Vec<String> = e.top_features.iter().map(|f| format!("{}={}", f.name, num(f.value))).collect();
+    match (e.summary.is_empty(), top.is_empty()) {
+        (false, false) => format!("{} [{}]", e.summary, top.join(" ")),
+        (false, true) => e.summary.clone(),
+        (true, _) => top.join(" "),
+    }
+}
+
+/// Column titles for streamed events (tables only).
+pub fn event_header(json: bool) {
+    if !json {
+        println!("TIME                      STATE    RESOURCE  FAILURE  P  HORIZON  WHY");
+    }
+}
+
+/// One streamed event: a line of text, or one JSON object per line.
+pub fn event(e: &v1::PredictionEvent, json: bool) -> anyhow::Result<()> {
+    if e.dropped_before > 0 {
+        eprintln!("augurctl: {} events were dropped before this one (reading too slowly)", e.dropped_before);
+    }
+    if json {
+        println!("{}", serde_json::to_string(&event_json(e))?);
+    } else {
+        println!(
+            "{}  {}  {}  {}  {:.3}  {}s  {}",
+            time(e.time_ms),
+            state_str(e.state),
+            e.resource,
+            e.failure_type,
+            e.probability,
+            e.horizon_s,
+            why(e)
+        );
+    }
+    Ok(())
+}
+
+/// The newest predictions of a resource.
+pub fn predictions(p: &[v1::PredictionEvent], json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(Value::Array(p.iter().map(event_json).collect()));
+    }
+    table(
+        &["RESOURCE", "FAILURE", "P", "HORIZON", "BY HORIZON", "MODEL", "WHY"],
+        p.iter()
+            .map(|e| {
+                let mut by_h: Vec<(i64, f64)> = e.probability_by_horizon_s.iter().map(|(h, p)| (*h, *p)).collect();
+                by_h.sort_by_key(|x| x.0);
+                vec![
+                    e.resource.clone(),
+                    e.failure_type.clone(),
+                    format!("{:.3}", e.probability),
+                    format!("{}s", e.horizon_s),
+                    by_h.iter().map(|(h, p)| format!("{h}s:{p:.2}")).collect::<Vec<_>>().join(" "),
+                    e.model.as_ref().map(|m| format!("{}@{}", m.name, m.version)).unwrap_or_default(),
+                    why(e),
+                ]
+            })
+            .collect(),
+    );
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
