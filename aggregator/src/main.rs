@@ -42,6 +42,13 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum FeaturesCmd {
+    /// Print the feature schema a failure-probability model for KIND must carry (JSON, as
+    /// in the model's `augur.feature_schema` metadata).
+    Schema {
+        /// Resource kind: container, host or filesystem.
+        #[arg(long, default_value = "container")]
+        kind: String,
+    },
     /// Write the feature matrix of chosen resources over a time range as CSV, computed by
     /// replaying raw data through the aggregator's own feature engine. Reads recordings
     /// (`--recording`, repeatable) or else the store in the data directory (which must
@@ -99,6 +106,26 @@ fn main() -> ExitCode {
         Some(Cmd::Validate) => {
             println!("config OK");
             return ExitCode::SUCCESS;
+        }
+        Some(Cmd::Features(FeaturesCmd::Schema { kind })) => {
+            let Some(kind) = augur_aggregator::features::ResourceKind::parse(kind) else {
+                eprintln!("augur-aggregator: unknown kind {kind:?} (container, host or filesystem)");
+                return ExitCode::from(EXIT_CONFIG);
+            };
+            let cfg = augur_aggregator::features::FeatureConfig::default();
+            let schema = augur_aggregator::predict::onnx::failure_schema(kind, &cfg);
+            return match serde_json::to_string_pretty(&schema) {
+                Ok(s) => {
+                    use std::io::Write as _;
+                    // A closed pipe (`| head`) is not an error worth a panic.
+                    let _ = writeln!(std::io::stdout(), "{s}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("augur-aggregator: {e}");
+                    ExitCode::FAILURE
+                }
+            };
         }
         Some(Cmd::Features(FeaturesCmd::Export { recording, kind, resource_prefix, from_ms, to_ms, step, out })) => {
             let Some(kind) = augur_aggregator::features::ResourceKind::parse(kind) else {

@@ -361,3 +361,160 @@ async fn a_newer_session_for_the_same_host_replaces_the_older() {
     assert!(hosts.hosts[0].connected);
     srv.shutdown().await;
 }
+
+// ---- Predictions: ingest -> feature engine -> ONNX model -> events over gRPC ----
+
+use augur_proto::v1::predictions_client::PredictionsClient;
+
+fn engine_fixture_manifest() -> std::path::PathBuf {
+    augur_core::testing::crate_dir(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/engine/manifest.toml")
+}
+
+/// Whether ONNX Runtime can be found; prints why the test is skipped otherwise.
+fn onnxruntime_or_skip(test: &str) -> bool {
+    match augur_aggregator::model::runtime::find_library(None) {
+        Ok(_) => true,
+        Err(e) => {
+            println!("SKIP {test}: {e}");
+            false
+        }
+    }
+}
+
+fn container_def(r: u32, metric: &str) -> SeriesDef {
+    SeriesDef { resource: "cgroup/app".into(), ..def(r, metric) }
+}
+
+/// Sends a minute of a container leaking from 50% towards 96% of its 1 GiB limit.
+async fn send_leak(agent: &mut Agent) {
+    let limit = 1024.0 * 1048576.0;
+    let start = now_ms() - 60_000;
+    let mut defs =
+        vec![container_def(1, "container_memory_usage_bytes"), container_def(2, "container_spec_memory_limit_bytes")];
+    for (i, chunk) in (0..60).collect::<Vec<i64>>().chunks(10).enumerate() {
+        let mut points = Vec::new();
+        for s in chunk {
+            let ts = start + s * 1000;
+            points.push((1, ts, limit * (0.5 + 0.46 * *s as f64 / 59.0)));
+            points.push((2, ts, limit));
+        }
+        let ack = agent.send(batch(i as u64 + 1, std::mem::take(&mut defs), points)).await.unwrap();
+        assert_eq!(ack.code, 0, "{}", ack.message);
+    }
+}
+
+#[tokio::test]
+async fn leaking_container_raises_a_memory_exhaustion_event_for_subscribers() {
+    if !onnxruntime_or_skip("leaking_container_raises_a_memory_exhaustion_event_for_subscribers") {
+        return;
+    }
+    let srv = Server::start(|c| c.predict.models = engine_fixture_manifest()).await;
+    let mut preds = PredictionsClient::new(srv.channel().await);
+    // A filter for another host sees nothing; ours sees the event.
+    let mut other = preds
+        .subscribe(v1::SubscribeRequest { resource_prefixes: vec!["elsewhere".into()], ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut events = preds
+        .subscribe(v1::SubscribeRequest {
+            resource_prefixes: vec!["pred-h1/".into()],
+            min_probability: 0.5,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let (mut agent, _) = Agent::connect(srv.channel().await, "pred-h1").await.unwrap();
+    send_leak(&mut agent).await;
+
+    let ev = tokio::time::timeout(Duration::from_secs(15), events.message())
+        .await
+        .expect("an event within 15 s")
+        .unwrap()
+        .expect("stream open");
+    assert_eq!(ev.state, v1::EventState::Raised as i32);
+    assert_eq!(ev.resource, "pred-h1/cgroup/app");
+    assert_eq!(ev.host_id, "pred-h1");
+    assert_eq!(ev.resource_kind, "container");
+    assert_eq!(ev.failure_type, "memory_exhaustion");
+    assert!(ev.probability >= 0.5, "probability {}", ev.probability);
+    assert_eq!(ev.horizon_s, 30);
+    let model = ev.model.clone().unwrap();
+    assert_eq!((model.name.as_str(), model.version.as_str()), ("container-memory-test", "test.1"));
+    assert!(ev.top_features.iter().any(|f| f.name == "mem_util"), "{:?}", ev.top_features);
+    assert!(ev.summary.contains("% of limit"), "{}", ev.summary);
+    assert_eq!(ev.dropped_before, 0);
+
+    let p = preds
+        .predict_failure(v1::PredictFailureRequest { resource: "pred-h1/cgroup/app".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(p.predictions.len(), 1);
+    assert!(p.predictions[0].probability >= 0.5);
+    assert!(tokio::time::timeout(Duration::from_millis(500), other.message()).await.is_err(), "filtered out");
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn prediction_requests_with_bad_arguments_get_clear_errors() {
+    let srv = Server::start(|_| {}).await;
+    let mut preds = PredictionsClient::new(srv.channel().await);
+    let e = preds.predict_failure(v1::PredictFailureRequest { resource: "nobody/cgroup/x".into() }).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    assert!(e.message().contains("no live resource"), "{}", e.message());
+    let e = preds.predict_failure(v1::PredictFailureRequest::default()).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let e = preds
+        .subscribe(v1::SubscribeRequest { min_probability: 1.5, ..Default::default() })
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("min_probability"), "{}", e.message());
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_model_with_the_wrong_schema_is_refused_and_the_aggregator_keeps_serving() {
+    if !onnxruntime_or_skip("a_model_with_the_wrong_schema_is_refused_and_the_aggregator_keeps_serving") {
+        return;
+    }
+    // The 5-feature fixtures do not carry the container schema the engine produces.
+    let wrong =
+        augur_core::testing::crate_dir(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/manifest.toml");
+    let srv = Server::start(|c| c.predict.models = wrong).await;
+    let (mut agent, _) = Agent::connect(srv.channel().await, "pred-h2").await.unwrap();
+    send_leak(&mut agent).await;
+    let stored = stored(srv.channel().await, "pred-h2", "container_memory_usage_bytes").await;
+    assert!(stored.is_empty(), "container series are not host series");
+    let mut q = QueryClient::new(srv.channel().await);
+    let r = q
+        .list_series(v1::ListSeriesRequest { host_id: "pred-h2".into(), resource: "cgroup/app".into(), metric: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.series.len(), 2, "ingest and queries work without models");
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_missing_onnx_runtime_is_a_clear_startup_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = AggregatorConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().join("data"),
+        predict: augur_aggregator::config::PredictSection {
+            models: engine_fixture_manifest(),
+            onnxruntime_library: dir.path().join("no-such-libonnxruntime.so"),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let r = tokio::time::timeout(Duration::from_secs(10), augur_aggregator::run(cfg, std::future::pending(), |_| {}))
+        .await
+        .expect("fails fast, no hang");
+    let msg = format!("{:#}", r.unwrap_err());
+    assert!(msg.contains("no-such-libonnxruntime.so"), "{msg}");
+}
