@@ -5,7 +5,7 @@ CARGO ?= cargo
 BIN := $(CARGO_TARGET_DIR)/debug
 RBIN := $(CARGO_TARGET_DIR)/release
 
-.PHONY: all deps build release test lint unit e2e demo bench bench-ingest bench-storage bench-seal bench-agent clean-demo
+.PHONY: all deps build release test lint unit e2e demo bench bench-ingest bench-storage bench-seal bench-agent bench-predict clean-demo
 
 all: build
 
@@ -36,7 +36,7 @@ demo: build
 clean-demo:
 	@scripts/demo.sh --cleanup-only
 
-bench: bench-ingest bench-storage bench-seal bench-agent
+bench: bench-ingest bench-storage bench-seal bench-agent bench-predict
 
 bench-ingest: deps
 	$(CARGO) build --release -p augur-aggregator -p augur-bench --bins
@@ -50,6 +50,13 @@ bench-storage: deps
 bench-seal: deps
 	$(CARGO) build --release -p augur-bench --bins
 	$(RBIN)/augur-bench seal
+
+# Feature updates and failure-probability inference for 10,000 containers per tick, with
+# the shipped models (PREDICT_MODELS to try another manifest).
+PREDICT_MODELS ?= models/manifest.toml
+bench-predict: deps pydeps
+	$(CARGO) build --release -p augur-bench --bins
+	$(RBIN)/augur-bench predict --models $(PREDICT_MODELS)
 
 bench-agent: deps
 	$(CARGO) build --release -p augur-aggregator -p augur-agent -p augur-bench --bins

@@ -8,6 +8,7 @@
 //!   load from a separate [`loadgen`] process).
 //! - [`loadgen`]: simulated agents streaming batches over `Telemetry.Connect`.
 //! - [`storage`]: bytes per sample of a real recording written into `RocksStore`.
+//! - [`predict`]: feature updates and ONNX inference for many resources per tick.
 //! - [`seal`]: steady-state sealing throughput of `RocksStore` (maintenance).
 //! - [`export`]: makes such a recording from a running aggregator.
 //! - [`recording`]: the recording file format (gzip, lossless).
@@ -21,6 +22,7 @@ pub mod cgroups;
 pub mod export;
 pub mod ingest;
 pub mod loadgen;
+pub mod predict;
 pub mod procs;
 /// The recording format lives with the aggregator (its feature export reads it too).
 pub use augur_aggregator::recording;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use augur_bench::{agent, export, ingest, loadgen, procs, seal, storage};
+use augur_bench::{agent, export, ingest, loadgen, predict, procs, seal, storage};
 use clap::{Parser, Subcommand};
 
 /// The recording committed with the sources, used by `storage` by default.
@@ -60,6 +60,21 @@ enum Cmd {
         /// Recording to replay.
         #[arg(long, default_value = DEFAULT_RECORDING)]
         recording: PathBuf,
+    },
+    /// Feature updates and failure-probability inference for many resources per tick.
+    Predict {
+        /// Model manifest to serve (the shipped models by default).
+        #[arg(long, default_value = "models/manifest.toml")]
+        models: PathBuf,
+        /// Container resources, 12 series each.
+        #[arg(long, default_value_t = 10_000)]
+        resources: usize,
+        /// Unmeasured simulated seconds first (fills the windows).
+        #[arg(long, default_value_t = 30)]
+        warmup: usize,
+        /// Measured ticks.
+        #[arg(long, default_value_t = 60)]
+        ticks: usize,
     },
     /// Steady-state sealing throughput of the store's maintenance.
     Seal {
@@ -134,6 +149,7 @@ fn main() -> ExitCode {
         Cmd::Loadgen { url, load } => loadgen::run(load.config(url)),
         Cmd::Export { aggregator, host, since, out } => export::run(&aggregator, &host, since, &out),
         Cmd::Storage { recording } => storage::run(&recording),
+        Cmd::Predict { models, resources, warmup, ticks } => predict::run(&models, resources, warmup, ticks),
         Cmd::Seal { series, minutes, block_points, maintain_every } => {
             seal::run(&seal::SealConfig { series, minutes, block_points, maintain_every })
         }
