@@ -482,8 +482,7 @@ async fn a_model_with_the_wrong_schema_is_refused_and_the_aggregator_keeps_servi
         return;
     }
     // The 5-feature fixtures do not carry the container schema the engine produces.
-    let wrong =
-        augur_core::testing::crate_dir(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/manifest.toml");
+    let wrong = augur_core::testing::crate_dir(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/manifest.toml");
     let srv = Server::start(|c| c.predict.models = wrong).await;
     let (mut agent, _) = Agent::connect(srv.channel().await, "pred-h2").await.unwrap();
     send_leak(&mut agent).await;
@@ -491,7 +490,11 @@ async fn a_model_with_the_wrong_schema_is_refused_and_the_aggregator_keeps_servi
     assert!(stored.is_empty(), "container series are not host series");
     let mut q = QueryClient::new(srv.channel().await);
     let r = q
-        .list_series(v1::ListSeriesRequest { host_id: "pred-h2".into(), resource: "cgroup/app".into(), metric: String::new() })
+        .list_series(v1::ListSeriesRequest {
+            host_id: "pred-h2".into(),
+            resource: "cgroup/app".into(),
+            metric: String::new(),
+        })
         .await
         .unwrap()
         .into_inner();

@@ -72,6 +72,11 @@ pub struct ModelEntry {
     /// For failure-probability models: P(failure within this many seconds).
     #[serde(default)]
     pub horizon_s: u64,
+    /// For failure-probability models: marks the model whose probability raises events
+    /// for its failure type, at this threshold (chosen on validation data by the training
+    /// pipeline; see the model card).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operating_threshold: Option<f64>,
     /// Evaluation figures (e.g. from the model card); informational.
     #[serde(default)]
     pub metrics: BTreeMap<String, f64>,
@@ -158,6 +163,11 @@ impl ModelEntry {
                 "model `{}`: failure_probability models need resource_kind, failure_type and horizon_s",
                 self.name
             ));
+        }
+        if let Some(t) = self.operating_threshold
+            && !(t > 0.0 && t < 1.0)
+        {
+            return Err(format!("model `{}`: operating_threshold {t} is not in (0, 1)", self.name));
         }
         let valid_name =
             |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));

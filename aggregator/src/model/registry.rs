@@ -53,6 +53,7 @@ pub struct ModelInfo {
     pub resource_kind: String,
     pub failure_type: String,
     pub horizon_s: u64,
+    pub operating_threshold: Option<f64>,
     pub loaded_at: SystemTime,
 }
 
@@ -531,6 +532,7 @@ fn load_model(
         resource_kind: entry.resource_kind.clone(),
         failure_type: entry.failure_type.clone(),
         horizon_s: entry.horizon_s,
+        operating_threshold: entry.operating_threshold,
         loaded_at: SystemTime::now(),
     };
     Ok(LoadedModel { info: Arc::new(info), session })

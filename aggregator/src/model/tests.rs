@@ -107,6 +107,7 @@ fn one_model_manifest(name: &str, version: &str, file: &str, sha256: &str, schem
             resource_kind: "container".into(),
             failure_type: "memory_exhaustion".into(),
             horizon_s: 30,
+            operating_threshold: None,
             metrics: Default::default(),
         }],
     };

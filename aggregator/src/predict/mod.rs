@@ -34,6 +34,9 @@ pub struct ModelSpec {
     pub failure_type: String,
     /// The model gives P(failure within this many seconds).
     pub horizon_s: i64,
+    /// Set on the model whose probability decides events for its failure type, at this
+    /// threshold (from the manifest; chosen on validation data).
+    pub operating_threshold: Option<f64>,
     /// Input columns, by feature name (a subset of the engine's features, any order).
     pub features: Vec<String>,
 }
@@ -68,8 +71,8 @@ pub struct PredictConfig {
     pub clear_threshold: f64,
     /// While raised, an UPDATED event is sent when the probability moves this much.
     pub update_delta: f64,
-    /// Per failure type, the horizon whose probability decides (default: the shortest
-    /// horizon served for that type).
+    /// Per failure type, the horizon whose probability decides. Default: the model the
+    /// manifest marks with an operating threshold, else the shortest horizon served.
     pub decision_horizon_s: BTreeMap<String, i64>,
     /// Explanations list this many features.
     pub top_features: usize,
@@ -296,14 +299,17 @@ impl PredictionEngine {
                 }
             }
             let decision_h = self.cfg.decision_horizon_s.get(&failure_type).copied();
-            let decider = group
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| probs[*i].is_some())
-                .find(|(_, s)| decision_h.is_none_or(|h| s.horizon_s == h))
-                .map(|(i, _)| i);
+            let usable = |i: &usize| probs[*i].is_some();
+            let decider = match decision_h {
+                Some(h) => (0..group.len()).filter(usable).find(|&i| group[i].horizon_s == h),
+                None => (0..group.len())
+                    .filter(usable)
+                    .find(|&i| group[i].operating_threshold.is_some())
+                    .or_else(|| (0..group.len()).find(usable)),
+            };
             let Some(d) = decider else { continue };
             let spec = group[d];
+            let (raise, clear) = self.thresholds(spec);
             let dprobs = probs[d].as_ref().expect("decider has probabilities");
             for (r, row) in m.rows.iter().enumerate() {
                 let p = f64::from(dprobs[r]);
@@ -314,7 +320,7 @@ impl PredictionEngine {
                     .collect();
                 let key = (row.resource.clone(), failure_type.clone());
                 seen.insert(key.clone(), ());
-                let state = self.transition(&key, p);
+                let state = self.transition(&key, p, raise, clear);
                 let emit = state.or(if every_tick { Some(EventState::Tick) } else { None });
                 let explain = matches!(state, Some(EventState::Raised | EventState::Updated));
                 let top = if explain {
@@ -406,18 +412,35 @@ impl PredictionEngine {
         out
     }
 
+    /// Raise and clear thresholds for events decided by `spec`: the model's operating
+    /// threshold when it has one (clearing at the configured clear/raise ratio below it),
+    /// else the configured thresholds.
+    fn thresholds(&self, spec: &ModelSpec) -> (f64, f64) {
+        match spec.operating_threshold {
+            Some(t) => {
+                let ratio = if self.cfg.raise_threshold > 0.0 {
+                    self.cfg.clear_threshold / self.cfg.raise_threshold
+                } else {
+                    1.0
+                };
+                (t, t * ratio)
+            }
+            None => (self.cfg.raise_threshold, self.cfg.clear_threshold),
+        }
+    }
+
     /// The state change (if any) for `key` with probability `p`, recorded.
-    fn transition(&self, key: &(String, String), p: f64) -> Option<EventState> {
+    fn transition(&self, key: &(String, String), p: f64, raise: f64, clear: f64) -> Option<EventState> {
         let mut alarms = self.alarms.lock().unwrap_or_else(PoisonError::into_inner);
         let a = alarms.entry(key.clone()).or_insert(Alarm { raised: false, last_sent_p: 0.0 });
         if !a.raised {
-            if p >= self.cfg.raise_threshold {
+            if p >= raise {
                 *a = Alarm { raised: true, last_sent_p: p };
                 return Some(EventState::Raised);
             }
             return None;
         }
-        if p < self.cfg.clear_threshold {
+        if p < clear {
             *a = Alarm { raised: false, last_sent_p: p };
             return Some(EventState::Cleared);
         }
@@ -536,6 +559,8 @@ mod tests {
     struct UtilScorer {
         horizons: Vec<i64>,
         fail: StdMutex<bool>,
+        /// (horizon, threshold) of the model marked as deciding.
+        operating: Option<(i64, f64)>,
     }
 
     impl Scorer for UtilScorer {
@@ -548,6 +573,7 @@ mod tests {
                     resource_kind: ResourceKind::Container,
                     failure_type: "memory_exhaustion".into(),
                     horizon_s: *h,
+                    operating_threshold: self.operating.filter(|(oh, _)| oh == h).map(|(_, t)| t),
                     features: vec!["mem_usage_last".into(), "mem_util".into()],
                 })
                 .collect()
@@ -563,7 +589,7 @@ mod tests {
 
     fn setup(horizons: Vec<i64>) -> (Arc<FeatureEngine>, Arc<PredictionEngine>, Arc<UtilScorer>) {
         let fe = Arc::new(FeatureEngine::new(FeatureConfig::default()));
-        let scorer = Arc::new(UtilScorer { horizons, fail: StdMutex::new(false) });
+        let scorer = Arc::new(UtilScorer { horizons, fail: StdMutex::new(false), operating: None });
         let pe = PredictionEngine::new(PredictConfig::default(), fe.clone(), scorer.clone());
         (fe, pe, scorer)
     }
@@ -624,9 +650,28 @@ mod tests {
     }
 
     #[test]
+    fn the_model_with_an_operating_threshold_decides_at_that_threshold() {
+        let fe = Arc::new(FeatureEngine::new(FeatureConfig::default()));
+        // The 120 s model (p = util + 0.1) decides at 0.75: raised at util 0.65, not before.
+        let scorer =
+            Arc::new(UtilScorer { horizons: vec![30, 120], fail: StdMutex::new(false), operating: Some((120, 0.75)) });
+        let pe = PredictionEngine::new(PredictConfig::default(), fe.clone(), scorer);
+        let mut raised_at = None;
+        for (s, usage) in [50.0, 60.0, 64.0, 66.0, 70.0].iter().enumerate() {
+            let ts = 1_000_000 + s as i64 * 1000;
+            feed(&fe, ts, *usage);
+            if let Some(ev) = pe.tick(ts).into_iter().find(|e| e.state == EventState::Raised) {
+                assert_eq!(ev.horizon_s, 120);
+                raised_at.get_or_insert(*usage);
+            }
+        }
+        assert_eq!(raised_at, Some(66.0));
+    }
+
+    #[test]
     fn slow_subscriber_is_told_what_it_lost_and_engine_never_waits() {
         let fe = Arc::new(FeatureEngine::new(FeatureConfig::default()));
-        let scorer = Arc::new(UtilScorer { horizons: vec![30], fail: StdMutex::new(false) });
+        let scorer = Arc::new(UtilScorer { horizons: vec![30], fail: StdMutex::new(false), operating: None });
         let cfg = PredictConfig { subscriber_buffer: 4, ..PredictConfig::default() };
         let pe = PredictionEngine::new(cfg, fe.clone(), scorer);
         let mut sub = pe.subscribe(true);

@@ -60,6 +60,7 @@ impl Scorer for OnnxScorer {
                     resource_kind: ResourceKind::parse(&info.resource_kind)?,
                     failure_type: info.failure_type.clone(),
                     horizon_s: info.horizon_s as i64,
+                    operating_threshold: info.operating_threshold,
                     features: info.schema.features.clone(),
                 })
             })
