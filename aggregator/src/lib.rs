@@ -7,8 +7,10 @@
 //! - [`model`]: the ONNX Runtime seam: model manifest, registry, hot reload, batched inference.
 //! - [`features`]: the streaming feature engine (one implementation, also behind
 //!   `augur-aggregator features export`).
+//! - [`http`]: `/metrics` (Prometheus) and `/healthz` beside gRPC on the same port.
 //! - [`recording`]: the lossless recording file format (exported host data).
 //! - [`predict`]: the prediction engine (tick thread, hysteresis, explanations, events).
+//! - [`forecast`]: per-series quantile forecasts, the model chosen by rolling-origin CV.
 //! - [`registry`]: hosts that connected, their labels and counters.
 //! - [`server`]: the gRPC services (the only tonic code).
 //!
@@ -16,6 +18,8 @@
 
 pub mod config;
 pub mod features;
+pub mod forecast;
+pub mod http;
 pub mod ingest;
 pub mod model;
 pub mod predict;
@@ -82,6 +86,7 @@ pub async fn run(
         stopping: stop_rx,
         features: features.clone(),
         predictions: predictions.clone(),
+        models: scorer.registry.clone(),
     });
 
     let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
@@ -91,14 +96,15 @@ pub async fn run(
 
     let maint = tokio::spawn(maintenance_loop(store.clone(), config.storage.maintenance_interval));
     let shared_stop = shared.stopping.clone();
-    let (telemetry, query, predictions_svc) = server::services(shared);
+    let (telemetry, query, predictions_svc) = server::services(shared.clone());
+    let routes = tonic::service::Routes::new(telemetry).add_service(query).add_service(predictions_svc);
+    let router = http::routes(routes.into_axum_router(), shared);
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let serve = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
-        .add_service(telemetry)
-        .add_service(query)
-        .add_service(predictions_svc)
+        .accept_http1(true)
+        .add_routes(tonic::service::Routes::from(router))
         .serve_with_incoming_shutdown(incoming, async move {
             shutdown.await;
             info!("shutting down: ending agent sessions");

@@ -45,6 +45,8 @@ pub struct Shared {
     /// Fed by every session with the points it stores.
     pub features: Arc<FeatureEngine>,
     pub predictions: Arc<PredictionEngine>,
+    /// The ONNX models, when a manifest is configured.
+    pub models: Option<Arc<crate::model::ModelRegistry>>,
 }
 
 /// Builds the tonic services for `shared`.

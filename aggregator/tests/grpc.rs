@@ -521,3 +521,44 @@ async fn a_missing_onnx_runtime_is_a_clear_startup_error() {
     let msg = format!("{:#}", r.unwrap_err());
     assert!(msg.contains("no-such-libonnxruntime.so"), "{msg}");
 }
+
+/// A plain HTTP/1.1 GET on the gRPC port; returns (status line, body).
+async fn http_get(url: &str, path: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let addr = url.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (head.lines().next().unwrap_or_default().to_owned(), body.to_owned())
+}
+
+#[tokio::test]
+async fn metrics_and_health_are_served_over_http_on_the_grpc_port() {
+    let srv = Server::start(|_| {}).await;
+    let (mut agent, _) = Agent::connect(srv.channel().await, "metrics-h").await.unwrap();
+    let ts = now_ms();
+    agent.send(batch(1, vec![container_def(1, "container_memory_usage_bytes")], vec![(1, ts, 5.0)])).await.unwrap();
+    // Wait for a prediction tick to have run.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (status, body) = http_get(&srv.url, "/metrics").await;
+    assert!(status.contains("200"), "{status}");
+    let value = |name: &str| -> f64 {
+        body.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')).and_then(|v| v.parse().ok()))
+            .unwrap_or_else(|| panic!("{name} missing from\n{body}"))
+    };
+    assert_eq!(value("augur_hosts_connected"), 1.0);
+    assert_eq!(value("augur_ingest_samples_stored_total"), 1.0);
+    assert_eq!(value("augur_features_resources"), 1.0);
+    assert!(value("augur_predict_ticks_total") >= 1.0);
+    assert!(body.contains("augur_predict_tick_duration_ms{quantile=\"0.99\"}"), "{body}");
+    let (status, body) = http_get(&srv.url, "/healthz").await;
+    assert!(status.contains("200") && body.trim() == "ok", "{status} {body}");
+    // gRPC still works on the same port after HTTP/1.1 traffic.
+    let r = QueryClient::new(srv.channel().await).list_hosts(v1::ListHostsRequest {}).await.unwrap().into_inner();
+    assert_eq!(r.hosts.len(), 1);
+    srv.shutdown().await;
+}
