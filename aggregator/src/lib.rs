@@ -87,6 +87,7 @@ pub async fn run(
         features: features.clone(),
         predictions: predictions.clone(),
         models: scorer.registry.clone(),
+        forecasts: Arc::new(server::ForecastState::new().context("setting up forecasting")?),
     });
 
     let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;

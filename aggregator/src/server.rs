@@ -47,6 +47,27 @@ pub struct Shared {
     pub predictions: Arc<PredictionEngine>,
     /// The ONNX models, when a manifest is configured.
     pub models: Option<Arc<crate::model::ModelRegistry>>,
+    /// Forecast candidates and the per-series choices made so far.
+    pub forecasts: Arc<ForecastState>,
+}
+
+/// The forecasting state the `Forecast` RPC keeps between calls.
+pub struct ForecastState {
+    pub forecasting: crate::forecast::Forecasting,
+    /// Per series: the chosen forecasters (bounded: cleared when it grows past
+    /// [`ForecastState::MAX_SERIES`]).
+    pub series: std::sync::Mutex<std::collections::HashMap<SeriesId, crate::forecast::SeriesForecaster>>,
+}
+
+impl ForecastState {
+    pub const MAX_SERIES: usize = 100_000;
+
+    pub fn new() -> Result<Self, crate::forecast::ForecastError> {
+        Ok(ForecastState {
+            forecasting: crate::forecast::Forecasting::new(crate::forecast::ForecastConfig::default())?,
+            series: Default::default(),
+        })
+    }
 }
 
 /// Builds the tonic services for `shared`.
@@ -66,6 +87,14 @@ pub fn services(
 
 /// Maps domain errors to gRPC statuses (the one place that does).
 pub fn status_of(e: &(dyn std::error::Error + 'static)) -> Status {
+    if let Some(e) = e.downcast_ref::<crate::forecast::ForecastError>() {
+        use crate::forecast::ForecastError as F;
+        return match e {
+            F::NotEnoughHistory { .. } | F::StaleHistory { .. } => Status::failed_precondition(e.to_string()),
+            F::BadRequest(_) => Status::invalid_argument(e.to_string()),
+            _ => Status::internal(e.to_string()),
+        };
+    }
     if let Some(e) = e.downcast_ref::<IngestError>() {
         return match e {
             IngestError::Store(s) => status_of(s),
@@ -584,6 +613,88 @@ impl Predictions for PredictionsService {
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn forecast(&self, req: Request<v1::ForecastRequest>) -> Result<Response<v1::ForecastResponse>, Status> {
+        let r = req.into_inner();
+        let (host, resource) = match r.resource.split_once('/') {
+            Some((h, res)) => (h.to_owned(), res.to_owned()),
+            None => (r.resource.clone(), augur_core::series::HOST_RESOURCE.to_owned()),
+        };
+        require_host(&host)?;
+        if r.metric.is_empty() {
+            return Err(Status::invalid_argument("metric is required"));
+        }
+        if r.horizon_s < 0 || r.horizon_s > 30 * 86_400 {
+            return Err(Status::invalid_argument(format!("horizon_s {} is not in 0..=30 days", r.horizon_s)));
+        }
+        let horizon = std::time::Duration::from_secs(if r.horizon_s == 0 { 3600 } else { r.horizon_s as u64 });
+        let shared = self.shared.clone();
+        let resp = tokio::task::spawn_blocking(move || -> Result<v1::ForecastResponse, Status> {
+            let store = &*shared.store;
+            let found = select(store, &host, &resource, &r.metric, &r.match_labels);
+            let (id, meta) = match found.as_slice() {
+                [] => {
+                    return Err(Status::not_found(format!("no series {} of {}/{}", r.metric, host, resource)));
+                }
+                [one] => one.clone(),
+                many => {
+                    let sets: Vec<String> = many.iter().take(5).map(|(_, m)| format!("{:?}", m.key.labels)).collect();
+                    return Err(Status::invalid_argument(format!(
+                        "{} series match; pick one with match_labels, e.g. one of {}",
+                        many.len(),
+                        sets.join(", ")
+                    )));
+                }
+            };
+            let now = now_ms();
+            let plan = crate::forecast::plan_history(horizon);
+            let from = now - plan.lookback.as_millis() as i64;
+            let counter = meta.key.kind == augur_core::MetricKind::Counter;
+            let mut history: Vec<(i64, f64)> = if plan.use_rollups {
+                store
+                    .read_rollups(id, from, now + 1)
+                    .map_err(|e| status_of(&e))?
+                    .into_iter()
+                    .map(|ru| if counter { (ru.last_ms, ru.last) } else { (ru.start_ms, ru.avg()) })
+                    .collect()
+            } else {
+                store.read_range(id, from, now + 1).map_err(|e| status_of(&e))?
+            };
+            if counter {
+                history = crate::forecast::counter_rate(&history);
+            }
+            let mut req = crate::forecast::ForecastRequest::new(horizon);
+            if !r.quantiles.is_empty() {
+                req.quantiles = r.quantiles.clone();
+            }
+            req.non_negative = history.iter().all(|p| !(p.1 < 0.0));
+            let fc = &shared.forecasts;
+            let mut state = fc.series.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if state.len() >= ForecastState::MAX_SERIES && !state.contains_key(&id) {
+                state.clear();
+            }
+            let f = state
+                .entry(id)
+                .or_default()
+                .forecast(&fc.forecasting, &history, now, &req)
+                .map_err(|e| status_of(&e))?;
+            Ok(v1::ForecastResponse {
+                series: Some(series_info(&meta)),
+                model: f.model.to_string(),
+                horizon_s: f.horizon_s as i64,
+                step_s: f.step_s as i64,
+                target_ms: f.target_ms,
+                quantiles: f.quantiles.iter().map(|(q, v)| v1::QuantileValue { quantile: *q, value: *v }).collect(),
+                cv_pinball: f.cv_pinball,
+                history_points: f.history_points as i64,
+                filled_points: f.filled_points as i64,
+                rate: counter,
+            })
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))??;
+        Ok(Response::new(resp))
     }
 
     async fn predict_failure(

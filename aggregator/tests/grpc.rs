@@ -562,3 +562,59 @@ async fn metrics_and_health_are_served_over_http_on_the_grpc_port() {
     assert_eq!(r.hosts.len(), 1);
     srv.shutdown().await;
 }
+
+#[tokio::test]
+async fn forecasts_follow_a_trend_and_refuse_what_they_cannot_do() {
+    let srv = Server::start(|_| {}).await;
+    let (mut agent, _) = Agent::connect(srv.channel().await, "fc-h").await.unwrap();
+    // 40 minutes of memory growing 1 KiB/s plus a wobble, and a CPU counter at 0.5 core.
+    let start = now_ms() - 40 * 60_000;
+    let mut defs = vec![
+        container_def(1, "container_memory_usage_bytes"),
+        SeriesDef { kind: v1::MetricKind::Counter as i32, ..container_def(2, "container_cpu_usage_seconds_total") },
+    ];
+    for (seq, chunk) in (0..2400i64).collect::<Vec<_>>().chunks(600).enumerate() {
+        let mut points = Vec::new();
+        for s in chunk {
+            let ts = start + s * 1000;
+            points.push((1, ts, 1e8 + 1024.0 * *s as f64 + ((*s % 20) as f64 - 10.0) * 100.0));
+            points.push((2, ts, 0.5 * *s as f64));
+        }
+        let ack = agent.send(batch(seq as u64 + 1, std::mem::take(&mut defs), points)).await.unwrap();
+        assert_eq!(ack.code, 0, "{}", ack.message);
+    }
+    let mut preds = PredictionsClient::new(srv.channel().await);
+    let req = |metric: &str, horizon_s| v1::ForecastRequest {
+        resource: "fc-h/cgroup/app".into(),
+        metric: metric.into(),
+        horizon_s,
+        ..Default::default()
+    };
+    let f = preds.forecast(req("container_memory_usage_bytes", 900)).await.unwrap().into_inner();
+    assert_eq!(f.horizon_s, 900);
+    let q: Vec<(f64, f64)> = f.quantiles.iter().map(|q| (q.quantile, q.value)).collect();
+    assert_eq!(q.iter().map(|x| x.0).collect::<Vec<_>>(), vec![0.1, 0.5, 0.9]);
+    assert!(q[0].1 <= q[1].1 && q[1].1 <= q[2].1, "monotone: {q:?}");
+    // The ramp continues: 15 minutes after the last sample, about 1e8 + 1024 * (2399 + 900).
+    let want = 1e8 + 1024.0 * 3300.0;
+    assert!((q[1].1 - want).abs() / want < 0.01, "p50 {} vs {want} (model {})", q[1].1, f.model);
+    assert!(!f.model.is_empty() && f.history_points > 100 && !f.rate);
+
+    let cpu = preds.forecast(req("container_cpu_usage_seconds_total", 900)).await.unwrap().into_inner();
+    assert!(cpu.rate, "counters are forecast as rates");
+    assert!((cpu.quantiles[1].value - 0.5).abs() < 0.05, "{:?}", cpu.quantiles);
+
+    // 24 h ahead needs days of history: a clear refusal.
+    let e = preds.forecast(req("container_memory_usage_bytes", 86_400)).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    let e = preds.forecast(req("no_such_metric", 900)).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    let e = preds.forecast(req("container_memory_usage_bytes", -5)).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let e = preds
+        .forecast(v1::ForecastRequest { quantiles: vec![1.5], ..req("container_memory_usage_bytes", 900) })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    srv.shutdown().await;
+}

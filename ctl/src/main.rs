@@ -68,6 +68,22 @@ enum Cmd {
         #[arg(long)]
         metric: Option<String>,
     },
+    /// Quantile forecast of a metric a horizon ahead (counters are forecast as rates).
+    Forecast {
+        /// HOST or HOST/RESOURCE.
+        resource: String,
+        /// Metric name, e.g. container_memory_usage_bytes.
+        metric: String,
+        /// How far ahead, e.g. 15m, 1h, 24h.
+        #[arg(long, default_value = "1h")]
+        horizon: String,
+        /// Quantiles, comma-separated.
+        #[arg(long, default_value = "0.1,0.5,0.9")]
+        quantiles: String,
+        /// Only the series with this label, as name=value (repeatable).
+        #[arg(long = "label", value_name = "NAME=VALUE")]
+        labels: Vec<String>,
+    },
     /// The newest failure predictions of a resource (HOST, HOST/RESOURCE or HOST/fs:MOUNT).
     Predict { resource: String },
     /// Prediction events; with --follow, keep streaming (one JSON object per line with --json).
@@ -127,6 +143,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut p = PredictionsClient::new(ch);
     let json = cli.json;
     match cli.cmd {
+        Cmd::Forecast { resource, metric, horizon, quantiles, labels } => {
+            let horizon = parse_duration(&horizon, "horizon")?;
+            let quantiles = quantiles
+                .split(',')
+                .map(|q| q.trim().parse::<f64>().with_context(|| format!("--quantiles: {q:?} is not a number")))
+                .collect::<anyhow::Result<Vec<f64>>>()?;
+            let mut match_labels = std::collections::HashMap::new();
+            for l in labels {
+                let (k, v) = l.split_once('=').with_context(|| format!("--label {l:?} must be NAME=VALUE"))?;
+                match_labels.insert(k.to_owned(), v.to_owned());
+            }
+            let req =
+                v1::ForecastRequest { resource, metric, match_labels, horizon_s: horizon.as_secs() as i64, quantiles };
+            let r = p.forecast(req).await?.into_inner();
+            output::forecast(&r, json)
+        }
         Cmd::Predict { resource } => {
             let r = p.predict_failure(v1::PredictFailureRequest { resource }).await?.into_inner();
             output::predictions(&r.predictions, json)

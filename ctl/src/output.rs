@@ -266,6 +266,38 @@ pub fn event(e: &v1::PredictionEvent, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A quantile forecast.
+pub fn forecast(f: &v1::ForecastResponse, json: bool) -> anyhow::Result<()> {
+    let s = f.series.as_ref();
+    if json {
+        return print_json(json!({
+            "series": s.map(series_json), "model": f.model, "horizon_s": f.horizon_s, "step_s": f.step_s,
+            "target_ms": f.target_ms, "rate": f.rate, "cv_pinball": f.cv_pinball,
+            "history_points": f.history_points, "filled_points": f.filled_points,
+            "quantiles": f.quantiles.iter().map(|q| json!({"quantile": q.quantile, "value": q.value})).collect::<Vec<_>>(),
+        }));
+    }
+    let unit = s.map(|s| s.unit.clone()).unwrap_or_default();
+    let unit = if f.rate { format!("{unit}/s") } else { unit };
+    println!(
+        "{} {}{} in {}s (at {}): model {}, cross-validated pinball loss {}, {} points of history at {}s",
+        s.map(|s| s.resource.as_str()).unwrap_or("-"),
+        s.map(|s| s.metric.as_str()).unwrap_or("-"),
+        if f.rate { " (rate)" } else { "" },
+        f.horizon_s,
+        time(f.target_ms),
+        f.model,
+        num(f.cv_pinball),
+        f.history_points,
+        f.step_s
+    );
+    table(
+        &["QUANTILE", "VALUE", "UNIT"],
+        f.quantiles.iter().map(|q| vec![format!("p{}", num(q.quantile * 100.0)), num(q.value), unit.clone()]).collect(),
+    );
+    Ok(())
+}
+
 /// The newest predictions of a resource.
 pub fn predictions(p: &[v1::PredictionEvent], json: bool) -> anyhow::Result<()> {
     if json {
