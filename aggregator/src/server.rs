@@ -668,7 +668,7 @@ impl Predictions for PredictionsService {
             if !r.quantiles.is_empty() {
                 req.quantiles = r.quantiles.clone();
             }
-            req.non_negative = history.iter().all(|p| !(p.1 < 0.0));
+            req.non_negative = history.iter().all(|p| p.1 >= 0.0 || p.1.is_nan());
             let fc = &shared.forecasts;
             let mut state = fc.series.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             if state.len() >= ForecastState::MAX_SERIES && !state.contains_key(&id) {
