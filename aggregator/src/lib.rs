@@ -10,12 +10,14 @@
 //! - [`http`]: `/metrics` (Prometheus) and `/healthz` beside gRPC on the same port.
 //! - [`recording`]: the lossless recording file format (exported host data).
 //! - [`predict`]: the prediction engine (tick thread, hysteresis, explanations, events).
+//! - [`anomaly`]: per-host anomaly detectors learned online (whitened PCA residual + EWMA).
 //! - [`forecast`]: per-series quantile forecasts, the model chosen by rolling-origin CV.
 //! - [`registry`]: hosts that connected, their labels and counters.
 //! - [`server`]: the gRPC services (the only tonic code).
 //!
 //! [`run`] starts everything and serves until the shutdown future resolves.
 
+pub mod anomaly;
 pub mod config;
 pub mod features;
 pub mod forecast;
