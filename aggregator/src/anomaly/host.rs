@@ -55,12 +55,42 @@ struct Scoring {
     /// Samples waiting out the quarantine: times, and `d` values each (f32, NaN where missing).
     pending_ts: VecDeque<i64>,
     pending: VecDeque<f32>,
+    /// The first day's per-minute maximum scores over the expected error, while a provisional
+    /// τ awaits recalibration.
+    first_day: Option<MinuteMaxima>,
     /// The last anomalous sample.
     last_alarm_ms: Option<i64>,
-    /// The last sample above the learning gate.
-    last_suspicious_ms: Option<i64>,
+    /// Share of recent samples above the learning gate (EWMA, the quarantine as half-life).
+    suspicion: Ewma,
+    /// The last sample of a suspicious period (an alarm, or suspicion above one half).
+    last_blocked_ms: Option<i64>,
     /// Since when nothing could be learned because of suspicious samples.
     blocked_since_ms: Option<i64>,
+}
+
+/// Per-minute maxima of a score since `start_ms`: (minute start, maximum), in time order.
+#[derive(Debug, Clone)]
+struct MinuteMaxima {
+    start_ms: i64,
+    minute_ts: Vec<i64>,
+    maxima: Vec<f64>,
+}
+
+impl MinuteMaxima {
+    fn new(start_ms: i64) -> Self {
+        MinuteMaxima { start_ms, minute_ts: Vec::with_capacity(1440), maxima: Vec::with_capacity(1440) }
+    }
+
+    fn add(&mut self, ts_ms: i64, value: f64) {
+        let minute = self.start_ms + (ts_ms - self.start_ms).div_euclid(60_000) * 60_000;
+        match (self.minute_ts.last(), self.maxima.last_mut()) {
+            (Some(&last), Some(max)) if last == minute => *max = max.max(value),
+            _ => {
+                self.minute_ts.push(minute);
+                self.maxima.push(value);
+            }
+        }
+    }
 }
 
 fn ms(d: std::time::Duration) -> i64 {
@@ -132,7 +162,8 @@ impl HostDetector {
         }
     }
 
-    /// How τ was calibrated at the end of the last learning phase (`None` while learning).
+    /// How τ was calibrated: at the end of the learning phase, or after the first day of
+    /// scores (`None` while learning).
     pub fn calibration(&self) -> Option<Calibration> {
         match &self.state {
             State::Scoring(s) => Some(s.calibration),
@@ -209,7 +240,7 @@ impl HostDetector {
                 let (score, relearn) =
                     s.observe(&self.spec, &mut self.moments, &mut self.ewma, &mut self.residuals, ts_ms, x);
                 if relearn {
-                    debug!(signals = x.len(), "anomalous for too long to learn anything; learning a new normal");
+                    debug!(signals = x.len(), "suspicious for too long to learn anything; learning a new normal");
                     self.relearn();
                 }
                 Ok(Some(score))
@@ -285,8 +316,13 @@ impl HostDetector {
             learned_since_fit: 0,
             pending_ts: VecDeque::new(),
             pending: VecDeque::new(),
+            first_day: (cfg.recalibrate_after_first_day
+                && calibration.method == threshold::ThresholdMethod::TailExtrapolation
+                && expected > 0.0)
+                .then(|| MinuteMaxima::new(now_ms)),
             last_alarm_ms: None,
-            last_suspicious_ms: None,
+            suspicion: Ewma::new(ms(cfg.quarantine) as f64),
+            last_blocked_ms: None,
             blocked_since_ms: None,
         }));
     }
@@ -327,13 +363,21 @@ impl Scoring {
         if is_anomalous {
             self.last_alarm_ms = Some(ts_ms);
         }
-        // Quarantine: a suspicious sample (above the learning gate) discards everything
-        // waiting; a sample is learned once it is older than the quarantine and more than a
-        // quarantine after the last suspicious one.
-        if smoothed > self.learn_gate {
-            self.last_suspicious_ms = Some(ts_ms);
+        self.recalibrate_after_first_day(cfg, ts_ms, smoothed);
+        // Quarantine. A sample above the learning gate is suspicious and not learned. A
+        // *suspicious period* is an alarm, or a time when the share of suspicious samples
+        // (EWMA with the quarantine as half-life) exceeds one half: it discards everything
+        // waiting (the onset it took to recognise it), and a waiting sample is learned only
+        // once it is older than the quarantine and more than a quarantine after the last
+        // suspicious period.
+        let suspicious = smoothed > self.learn_gate;
+        let share = self.suspicion.update(ts_ms, if suspicious { 1.0 } else { 0.0 });
+        if is_anomalous || share > 0.5 {
+            self.last_blocked_ms = Some(ts_ms);
             self.pending_ts.clear();
             self.pending.clear();
+        }
+        if suspicious {
             self.blocked_since_ms.get_or_insert(ts_ms);
         } else {
             self.pending_ts.push_back(ts_ms);
@@ -347,7 +391,7 @@ impl Scoring {
             for r in row.iter_mut() {
                 *r = self.pending.pop_front().map_or(f64::NAN, f64::from);
             }
-            if self.last_suspicious_ms.is_none_or(|l| t - l > quarantine) {
+            if self.last_blocked_ms.is_none_or(|l| t - l > quarantine) {
                 moments.update(&row, spec.baseline_decay);
                 self.learned_since_fit += 1;
                 self.blocked_since_ms = None;
@@ -364,6 +408,34 @@ impl Scoring {
             self.refit(spec, moments, ts_ms);
         }
         (AnomalyScore { ts_ms, raw, smoothed, threshold, is_anomalous, alarm_start, top_signals, imputed }, relearn)
+    }
+
+    /// Records the first day's scores (over the expected error, so refits do not matter) and,
+    /// once a full day is there, recalibrates τ with the harness rule on their per-minute maxima.
+    fn recalibrate_after_first_day(&mut self, cfg: &AnomalyConfig, ts_ms: i64, smoothed: f64) {
+        let Some(day) = &mut self.first_day else { return };
+        let expected = self.model.expected_error();
+        if expected > 0.0 {
+            day.add(ts_ms, smoothed / expected);
+        }
+        let span_ms = ms(cfg.full_rule_span);
+        if ts_ms - day.start_ms < span_ms {
+            return;
+        }
+        let relative =
+            threshold::budget_rule_threshold(&day.minute_ts, &day.maxima, cfg.alarms_per_day, ms(cfg.debounce));
+        if relative.is_finite() && expected > 0.0 {
+            self.threshold_per_expected_error = relative;
+            self.threshold = relative * expected;
+            self.learn_gate = self.learn_gate.min(self.threshold);
+            self.calibration = Calibration {
+                threshold: self.threshold,
+                method: threshold::ThresholdMethod::FirstDayRule,
+                span_days: threshold::span_days(&day.minute_ts),
+            };
+            debug!(threshold = self.threshold, "anomaly threshold recalibrated on the first day of scores");
+        }
+        self.first_day = None;
     }
 
     /// Refits from the baseline moments; τ and the learning gate keep their ratios to the
@@ -388,7 +460,7 @@ impl Scoring {
 
 /// The `n` signals with the largest squared residuals, as shares of `e`.
 fn top_contributions(residuals: &[f64], e: f64, signals: &[Arc<str>], n: usize) -> Vec<Contribution> {
-    if !(e > 0.0) || n == 0 {
+    if e.is_nan() || e <= 0.0 || n == 0 {
         return Vec::new();
     }
     let mut order: Vec<usize> = (0..residuals.len()).filter(|&j| residuals[j] != 0.0).collect();

@@ -13,6 +13,13 @@
 //!    the harness rule, ≤ 1 debounced alarm per day, when the warm-up spans a day; otherwise
 //!    an exponential-tail extrapolation to the same budget). The learning samples are kept
 //!    until then (f32, `samples × signals × 4` bytes: 0.55 MB for 1 h of 38 signals).
+//!    An extrapolated τ is provisional: an hour holds too few excursions to place a
+//!    once-a-day level reliably (on stationary synthetic data the 1-h τ gave a median of 0
+//!    but up to 13 alarms per day; recalibrated, 0–9, mean 1–2.6). After the first full day
+//!    of scoring, τ is recalibrated
+//!    once with the harness rule on that day's per-minute maximum scores
+//!    ([`AnomalyConfig::recalibrate_after_first_day`]; 1440 f32 kept meanwhile), like the
+//!    harness's train split; that day's anomalies spend its alarm budget, as train's do.
 //! 2. **Scoring**: every sample gets an [`AnomalyScore`]: the error `e`, its EWMA `m` (half-life
 //!    in wall time), `m > τ`, and the signals with the largest share of `e` (each signal's
 //!    squared whitened residual: what moved against the others).
@@ -27,21 +34,30 @@
 //! exponential forgetting ([`AnomalyConfig::baseline_halflife`], 7 days) and the model is
 //! refitted from them every [`AnomalyConfig::refit_every`] (1 h); τ keeps its ratio to the
 //! model's expected error ([`detector::ResidualModel::expected_error`]). What is learned is
-//! gated well below the alarm level: a sample is *suspicious* when its score exceeds the
-//! learning gate, the 99th percentile of the learning phase's scores
-//! ([`AnomalyConfig::learn_gate_quantile`], never above τ). A scored sample is learned only
-//! after a quarantine ([`AnomalyConfig::quarantine`], 5 min) and only if no sample was
-//! suspicious from one quarantine before it to one quarantine after it: so neither an
-//! anomaly below the alarm threshold, nor the onset an EWMA is slow to flag, nor the tail
-//! after it is learned. (Gating at τ instead let long, mostly sub-threshold SMD anomalies
-//! leak into the baseline: mean best-F1 0.36 instead of 0.51.) A change that stays
-//! suspicious is therefore never learned; [`HostDetector::relearn`] starts learning afresh
-//! (after a planned change), and [`AnomalyConfig::relearn_after`] does so automatically after
-//! that long without learning anything (off by default: at 24 h it absorbed SMD
-//! machine-1-6's 53-hour anomaly; [`HostDetector::blocked_since`] tells how long it has been).
+//! gated below the alarm level. A sample is *suspicious* when its score exceeds the learning
+//! gate, the 99th percentile of the learning phase's scores
+//! ([`AnomalyConfig::learn_gate_quantile`], never above τ); it is not learned. A *suspicious
+//! period* is an alarm, or a time when more than half of the recent samples are suspicious
+//! (an EWMA of the indicator with the quarantine as half-life, so about 5 min of sustained
+//! suspicion). Scored samples wait out a quarantine ([`AnomalyConfig::quarantine`], 5 min);
+//! a suspicious period discards what is waiting, and nothing within a quarantine after it is
+//! learned: so neither a long anomaly below τ, nor the onset an EWMA is slow to flag, nor the
+//! tail after it is learned, while isolated excursions of normal operation cost only their
+//! own samples. Measured choices (`tests::online_policy_on_smd` and synthetic streams): gating
+//! at τ let long sub-threshold SMD anomalies leak into the baseline (mean best-F1 / AUC-PR
+//! 0.43 / 0.39 instead of 0.51 / 0.46); quarantining around every suspicious sample kept
+//! SMD's figures but, at 1 Hz, discarded 40–90 % of normal samples and biased the baseline
+//! tight (alarms per day creeping up over a week); dropping suspicious samples alone leaked
+//! SMD anomalies again (0.47 / 0.43). A change that stays suspicious is therefore never
+//! learned; [`HostDetector::relearn`] starts learning afresh (after a planned change), and
+//! [`AnomalyConfig::relearn_after`] does so automatically after that long without learning
+//! anything (off by default: at 24 h it absorbed SMD machine-1-6's 53-hour anomaly, 0.45 /
+//! 0.39; [`HostDetector::blocked_since`] tells how long nothing has been learned).
 //!
 //! Cost per host: O(d·k) per scored sample plus O(d²) per learned sample (d signals, k
-//! components), O(d³) per refit; memory about `2·d²` f64 plus the quarantine (f32).
+//! components), O(d³) per refit; memory about `d²/2 + d·k` f64 plus the quarantine (f32,
+//! 300 × d × 4 bytes at 1 Hz: 46 KB for 38 signals), the learning buffer while learning and
+//! 1440 minute maxima during the first day.
 //!
 //! Layout:
 //! - [`host`]: [`HostDetector`], the online state machine (learning, scoring, quarantine,
@@ -114,20 +130,25 @@ pub struct AnomalyConfig {
     pub full_rule_span: Duration,
     /// Quantile of the learning scores above which the tail is extrapolated.
     pub tail_quantile: f64,
+    /// When τ came from the tail extrapolation (a learning phase shorter than the full-rule
+    /// span), recalibrate it once with the harness rule on the first full-rule span of scores.
+    pub recalibrate_after_first_day: bool,
     /// Refit from the baseline moments this often (`None`: never; the model stays the
     /// learning phase's).
     pub refit_every: Option<Duration>,
     /// Half-life of the baseline moments after the learning phase, in learned samples at
     /// [`AnomalyConfig::sample_interval`] (7 days: on SMD, 24 h gave mean best-F1 / AUC-PR
-    /// 0.506 / 0.439, 7 days 0.515 / 0.472, fitting once 0.506 / 0.449).
+    /// 0.508 / 0.440, 7 days 0.507 / 0.461, fitting once on train 0.506 / 0.449).
     pub baseline_halflife: Duration,
     /// The nominal sample interval, which turns `baseline_halflife` into a per-sample decay.
     pub sample_interval: Duration,
-    /// A scored sample is learned only this long after it arrived, and only if no sample was
-    /// suspicious (score above the learning gate) within this long before or after it.
+    /// A scored sample is learned only this long after it arrived, and only if no suspicious
+    /// period (an alarm, or sustained scores above the learning gate) began within this long
+    /// after it or ended within this long before it. Also the half-life of the suspicion share.
     pub quarantine: Duration,
     /// The learning gate: this quantile of the learning phase's scores (kept in proportion to
-    /// the expected error across refits, never above τ); `None`: τ itself.
+    /// the expected error across refits, never above τ); samples above it are not learned.
+    /// `None`: τ itself.
     pub learn_gate_quantile: Option<f64>,
     /// Start learning afresh when nothing could be learned for this long because samples kept
     /// scoring above the learning gate (`None`, the default: never).
@@ -151,6 +172,7 @@ impl Default for AnomalyConfig {
             debounce: Duration::from_secs(600),
             full_rule_span: Duration::from_secs(86_400),
             tail_quantile: 0.98,
+            recalibrate_after_first_day: true,
             refit_every: Some(Duration::from_secs(3600)),
             baseline_halflife: Duration::from_secs(7 * 86_400),
             sample_interval: Duration::from_secs(1),

@@ -90,9 +90,8 @@ impl Moments {
         self.weight = old_weight + 1.0;
         self.samples += 1;
         let mut imputed = 0;
-        for j in 0..self.dim {
+        for (j, &v) in x.iter().enumerate() {
             self.observed[j] *= decay;
-            let v = x[j];
             if v.is_finite() {
                 if !self.seen[j] {
                     self.seen[j] = true;

@@ -29,6 +29,9 @@ pub enum ThresholdMethod {
     BudgetRule,
     /// Exponential-tail extrapolation on a shorter stream.
     TailExtrapolation,
+    /// The harness rule on the per-minute maxima of the first full day of scores, replacing a
+    /// provisional tail extrapolation.
+    FirstDayRule,
 }
 
 /// A calibrated threshold.
