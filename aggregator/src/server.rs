@@ -560,6 +560,8 @@ fn event_to_wire(ev: &predict::Event, dropped_before: u64) -> v1::PredictionEven
         model: Some(v1::ModelRef { name: ev.model_name.clone(), version: ev.model_version.clone() }),
         dropped_before,
         summary: ev.summary.clone(),
+        anomaly_score: ev.anomaly.map_or(0.0, |a| a.0),
+        anomaly_threshold: ev.anomaly.map_or(0.0, |a| a.1),
     }
 }
 

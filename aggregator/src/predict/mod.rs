@@ -22,7 +22,23 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::broadcast;
 
+use crate::anomaly::{AnomalyConfig, HostDetector};
 use crate::features::{FeatureEngine, FeatureMatrix, ResourceKind, feature_names};
+
+/// Failure type of the per-host anomaly detector's events.
+pub const ANOMALY: &str = "anomaly";
+/// Host features the anomaly detector models: ratios and rates, so a constant warm-up
+/// does not make a small later change look huge.
+pub const ANOMALY_SIGNALS: [&str; 8] = [
+    "mem_util",
+    "swap_util",
+    "load1_last",
+    "psi_cpu_waiting_last",
+    "psi_mem_waiting_last",
+    "psi_io_waiting_last",
+    "majfault_rate_last",
+    "tcp_retrans_rate_last",
+];
 
 /// One failure-probability model as the engine uses it.
 #[derive(Debug, Clone, PartialEq)]
@@ -78,6 +94,8 @@ pub struct PredictConfig {
     pub top_features: usize,
     /// Events buffered per subscriber before the oldest are dropped for it.
     pub subscriber_buffer: usize,
+    /// The per-host anomaly detector.
+    pub anomaly: AnomalyConfig,
 }
 
 impl Default for PredictConfig {
@@ -90,6 +108,7 @@ impl Default for PredictConfig {
             decision_horizon_s: BTreeMap::new(),
             top_features: 3,
             subscriber_buffer: 1024,
+            anomaly: AnomalyConfig::default(),
         }
     }
 }
@@ -131,6 +150,9 @@ pub struct Event {
     pub model_name: String,
     pub model_version: String,
     pub summary: String,
+    /// For `anomaly` events: the detector's smoothed score and threshold (the event's
+    /// probability is then score / (score + threshold): 0.5 at the threshold).
+    pub anomaly: Option<(f64, f64)>,
 }
 
 /// Engine counters, for metrics and tests.
@@ -162,6 +184,8 @@ pub struct PredictionEngine {
     every_tick_subscribers: AtomicU64,
     next_id: AtomicU64,
     alarms: Mutex<HashMap<(String, String), Alarm>>,
+    /// Online anomaly detector per host (see [`crate::anomaly`]).
+    detectors: Mutex<HashMap<String, HostDetector>>,
     latest: Mutex<HashMap<String, Vec<Arc<Event>>>>,
     stats: Mutex<(EngineStats, Vec<f64>)>,
 }
@@ -197,6 +221,7 @@ impl PredictionEngine {
             every_tick_subscribers: AtomicU64::new(0),
             next_id: AtomicU64::new(1),
             alarms: Mutex::new(HashMap::new()),
+            detectors: Mutex::new(HashMap::new()),
             latest: Mutex::new(HashMap::new()),
             stats: Mutex::new((EngineStats::default(), Vec::new())),
         })
@@ -345,6 +370,83 @@ impl PredictionEngine {
                     top_features: top,
                     model_name: spec.name.clone(),
                     model_version: spec.version.clone(),
+                    anomaly: None,
+                });
+                latest.entry(row.resource.clone()).or_default().push(ev.clone());
+                if emit.is_some() {
+                    let mut ev = (*ev).clone();
+                    ev.id = self.next_id.fetch_add(1, Ordering::AcqRel);
+                    out.push(Arc::new(ev));
+                }
+            }
+        }
+        // Per-host anomaly detection on the host features.
+        {
+            let m =
+                matrices.entry(ResourceKind::Host).or_insert_with(|| self.features.matrix(ResourceKind::Host, now_ms));
+            let names = feature_names(ResourceKind::Host, self.features.config());
+            let cols: Vec<usize> = ANOMALY_SIGNALS.iter().filter_map(|s| names.iter().position(|n| n == s)).collect();
+            let mut detectors = self.detectors.lock().unwrap_or_else(PoisonError::into_inner);
+            detectors.retain(|host, _| m.rows.iter().any(|r| &r.resource == host));
+            for (r, row) in m.rows.iter().enumerate() {
+                let x: Vec<f64> = cols.iter().map(|&c| f64::from(m.row(r)[c])).collect();
+                let det = match detectors.entry(row.resource.clone()) {
+                    std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        match HostDetector::new(self.cfg.anomaly.clone(), ANOMALY_SIGNALS) {
+                            Ok(d) => v.insert(d),
+                            Err(e) => {
+                                errors.push(format!("anomaly detector: {e}"));
+                                continue;
+                            }
+                        }
+                    }
+                };
+                let score = match det.observe(now_ms, &x) {
+                    Ok(Some(s)) => s,
+                    Ok(None) => continue, // still learning this host's baseline
+                    Err(e) => {
+                        errors.push(format!("anomaly detector for {}: {e}", row.resource));
+                        continue;
+                    }
+                };
+                let key = (row.resource.clone(), ANOMALY.to_owned());
+                seen.insert(key.clone(), ());
+                let p = score.smoothed / (score.smoothed + score.threshold).max(f64::MIN_POSITIVE);
+                let state = self.transition(&key, p, 0.5, 0.5 - f64::EPSILON);
+                let emit = state.or(if every_tick { Some(EventState::Tick) } else { None });
+                let top: Vec<Contribution> = score
+                    .top_signals
+                    .iter()
+                    .map(|c| Contribution {
+                        name: c.signal.to_string(),
+                        value: ANOMALY_SIGNALS.iter().position(|s| **s == *c.signal).map_or(f64::NAN, |i| x[i]),
+                        contribution: c.share,
+                    })
+                    .collect();
+                let summary = format!(
+                    "unusual combination of host metrics (score {:.1}, threshold {:.1}); mostly {}",
+                    score.smoothed,
+                    score.threshold,
+                    top.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+                );
+                let ev = Arc::new(Event {
+                    id: 0,
+                    time_ms: now_ms,
+                    host_id: host_of(&row.resource).to_owned(),
+                    resource: row.resource.clone(),
+                    resource_kind: ResourceKind::Host,
+                    failure_type: ANOMALY.to_owned(),
+                    state: emit.unwrap_or(EventState::Tick),
+                    probability: p,
+                    horizon_s: 0,
+                    probability_by_horizon_s: BTreeMap::new(),
+                    expected_time_to_failure_s: -1.0,
+                    top_features: top,
+                    model_name: "host-anomaly".into(),
+                    model_version: format!("online/{}", self.cfg.anomaly.variance),
+                    summary,
+                    anomaly: Some((score.smoothed, score.threshold)),
                 });
                 latest.entry(row.resource.clone()).or_default().push(ev.clone());
                 if emit.is_some() {
@@ -380,6 +482,7 @@ impl PredictionEngine {
                         model_name: String::new(),
                         model_version: String::new(),
                         summary: "resource stopped reporting".into(),
+                        anomaly: None,
                     }));
                 }
             }
@@ -551,6 +654,7 @@ impl Subscription {
 mod tests {
     use super::*;
     use crate::features::FeatureConfig;
+    use crate::storage::SeriesId;
     use crate::storage::SeriesMeta;
     use augur_core::{MetricKind, SeriesKey};
     use std::sync::Mutex as StdMutex;
@@ -666,6 +770,71 @@ mod tests {
             }
         }
         assert_eq!(raised_at, Some(66.0));
+    }
+
+    #[test]
+    fn host_anomaly_is_raised_when_metrics_break_their_usual_relation_and_explained() {
+        let fe = Arc::new(FeatureEngine::new(FeatureConfig::default()));
+        let cfg = PredictConfig {
+            anomaly: AnomalyConfig {
+                warmup: Duration::from_secs(600),
+                min_warmup_samples: 600,
+                ..AnomalyConfig::default()
+            },
+            ..PredictConfig::default()
+        };
+        let pe = PredictionEngine::new(cfg, fe.clone(), Arc::new(NoModels));
+        let metas: Vec<SeriesMeta> = [
+            ("node_memory_MemAvailable_bytes", MetricKind::Gauge),
+            ("node_memory_MemTotal_bytes", MetricKind::Gauge),
+            ("node_load1", MetricKind::Gauge),
+            ("node_pressure_cpu_waiting_seconds_total", MetricKind::Counter),
+        ]
+        .iter()
+        .map(|(m, k)| SeriesMeta {
+            host_id: "hx".into(),
+            key: SeriesKey {
+                resource: "host".into(),
+                metric: (*m).into(),
+                unit: String::new(),
+                kind: *k,
+                labels: Default::default(),
+            },
+        })
+        .collect();
+        let meta = |id: SeriesId| metas.get(id as usize - 1).cloned();
+        // Load and CPU pressure move together (with noise); memory use follows load.
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut noise = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng % 1000) as f64 / 1000.0 - 0.5
+        };
+        let (mut psi, mut raised) = (0.0, None);
+        for s in 0..900i64 {
+            let ts = 1_000_000_000 + s * 1000;
+            let phase = (s as f64 / 60.0).sin();
+            let load = 2.0 + phase + 0.05 * noise();
+            // From 12 minutes on, CPU pressure soars while load stays normal: a broken relation.
+            let stall = if s >= 720 { 0.9 } else { 0.1 * load + 0.01 * noise() };
+            psi += stall;
+            let used = 4e9 + 1e9 * phase + 1e7 * noise();
+            let pts = [(1, ts, 16e9 - used), (2, ts, 16e9), (3, ts, load), (4, ts, psi)];
+            fe.observe(&pts, &meta);
+            for ev in pe.tick(ts) {
+                if ev.failure_type == ANOMALY && ev.state == EventState::Raised {
+                    assert!(s >= 720, "false alarm at {s} s: {ev:?}");
+                    raised.get_or_insert(ev);
+                }
+            }
+        }
+        let ev = raised.expect("the broken relation raised an anomaly event");
+        assert_eq!(ev.resource, "hx");
+        assert!(ev.probability >= 0.5);
+        assert_eq!(ev.top_features[0].name, "psi_cpu_waiting_last", "{:?}", ev.top_features);
+        let (score, threshold) = ev.anomaly.unwrap();
+        assert!(score > threshold);
     }
 
     #[test]
