@@ -26,8 +26,15 @@ lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-# Whole suite: style, unit, component and end-to-end tests (real binaries, real cgroups).
+PY = $${AUGUR_VENV:-$(HOME)/.cache/augur/venv}/bin/python
+
+# Whole suite: style, the model pipeline's Python unit tests, then unit, component and
+# end-to-end tests (real binaries, real cgroups, real ONNX Runtime).
 test: lint build pydeps
+	@for d in models/eval models/lab models/train; do \
+	  [ -d $$d ] || continue; echo "python unit tests: $$d"; \
+	  "$(PY)" -m unittest discover -s $$d -t $$d -q || exit 1; \
+	done
 	$(CARGO) nextest run --workspace --no-fail-fast
 
 demo: build
@@ -78,3 +85,12 @@ LAB_ARGS ?=
 lab: deps
 	$(CARGO) build --release -p augur-aggregator -p augur-agent -p augur-bench -p augurctl --bins
 	$(LAB_PYTHON) models/lab/run.py --bin-dir $(RBIN) --dataset-dir models/lab/data $(LAB_ARGS)
+
+# Container memory-exhaustion models (models/train/train.py): features from the aggregator's
+# own feature engine over the lab datasets in models/lab/data, one LightGBM per horizon
+# (30 s, 2 min, 10 min), Platt-calibrated on validation runs, exported to models/*.onnx with
+# models/manifest.toml and model cards in models/cards/. Fixed seeds; about a minute.
+.PHONY: models
+models: deps pydeps
+	$(CARGO) build --release -p augur-aggregator --bins
+	@"$${AUGUR_VENV:-$(HOME)/.cache/augur/venv}/bin/python" models/train/train.py --aggregator $(RBIN)/augur-aggregator
