@@ -273,7 +273,6 @@ fn batch_mode_matches_the_python_harness_on_smd() {
 /// assertion (means within 0.03 of batch) catches a policy that leaks anomalies into the
 /// baseline: gating at τ gave 0.428 / 0.388, relearning after 24 h 0.449 / 0.392.
 #[test]
-#[ignore = "about 25 s in the dev profile; run with --ignored to print the online figures"]
 fn online_policy_on_smd() {
     let root = data_dir().join("smd");
     if !root.is_dir() {

@@ -387,7 +387,8 @@ impl PredictionEngine {
             let names = feature_names(ResourceKind::Host, self.features.config());
             let cols: Vec<usize> = ANOMALY_SIGNALS.iter().filter_map(|s| names.iter().position(|n| n == s)).collect();
             let mut detectors = self.detectors.lock().unwrap_or_else(PoisonError::into_inner);
-            detectors.retain(|host, _| m.rows.iter().any(|r| &r.resource == host));
+            let live: std::collections::HashSet<&str> = m.rows.iter().map(|r| r.resource.as_str()).collect();
+            detectors.retain(|host, _| live.contains(host.as_str()));
             for (r, row) in m.rows.iter().enumerate() {
                 let x: Vec<f64> = cols.iter().map(|&c| f64::from(m.row(r)[c])).collect();
                 let det = match detectors.entry(row.resource.clone()) {

@@ -8,6 +8,8 @@ at step i depends on rows <= i only. ``fit_score(train_x, test_x)`` returns
 
 from __future__ import annotations
 
+import abc
+
 import numpy as np
 from scipy.signal import lfilter
 from sklearn.decomposition import PCA
@@ -16,11 +18,12 @@ from sklearn.ensemble import IsolationForest
 SEED = 0
 
 
-class Detector:
+class Detector(abc.ABC):
     name = "detector"
 
+    @abc.abstractmethod
     def fit_score(self, train_x: np.ndarray, test_x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        raise NotImplementedError
+        """Scores for train and test (see the module docs)."""
 
     def params(self) -> dict:
         return {}
