@@ -12,6 +12,7 @@
 //! - [`predict`]: the prediction engine (tick thread, hysteresis, explanations, events).
 //! - [`anomaly`]: per-host anomaly detectors learned online (whitened PCA residual + EWMA).
 //! - [`forecast`]: per-series quantile forecasts, the model chosen by rolling-origin CV.
+//! - [`remediate`]: the closed loop: decisions under policy, workflows, commands, audit trail.
 //! - [`registry`]: hosts that connected, their labels and counters.
 //! - [`server`]: the gRPC services (the only tonic code).
 //!
@@ -27,6 +28,7 @@ pub mod model;
 pub mod predict;
 pub mod recording;
 pub mod registry;
+pub mod remediate;
 pub mod server;
 pub mod storage;
 

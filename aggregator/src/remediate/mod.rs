@@ -1,0 +1,3 @@
+//! Remediation: from predictions to actions that agents execute, under policy and safety.
+//!
+//! Layout (one file per part):
