@@ -429,6 +429,55 @@ pub(crate) fn hosts_are_upserted_and_listed(make: Make<'_>) {
     assert_eq!(s.hosts().expect("hosts"), vec![a, b]);
 }
 
+/// Audit records are append-only by sequence, scanned in sequence order from any point,
+/// and the last one is found; an existing sequence is never overwritten.
+pub(crate) fn audit_records_are_append_only_and_ordered(make: Make<'_>) {
+    let s = make(StoreOptions::default());
+    assert_eq!(s.audit_last().expect("last"), None);
+    assert!(s.audit_scan(0, 10).expect("scan").is_empty());
+    // Sequence numbers whose little-endian order differs from numeric order.
+    let seqs = [1u64, 2, 255, 256, 65_536, u64::MAX - 1];
+    for &q in &seqs {
+        s.audit_append(q, format!("rec-{q}").as_bytes()).expect("append");
+    }
+    match s.audit_append(256, b"overwrite") {
+        Err(StoreError::AuditSeqTaken(256)) => {}
+        other => panic!("overwriting seq 256 must be refused, got {other:?}"),
+    }
+    let all = s.audit_scan(0, usize::MAX).expect("scan");
+    assert_eq!(all.iter().map(|(q, _)| *q).collect::<Vec<_>>(), seqs);
+    assert_eq!(all[3].1, b"rec-256");
+    let page = s.audit_scan(3, 2).expect("scan");
+    assert_eq!(page, vec![(255, b"rec-255".to_vec()), (256, b"rec-256".to_vec())]);
+    assert!(s.audit_scan(u64::MAX, 5).expect("scan").is_empty());
+    assert_eq!(s.audit_last().expect("last"), Some((u64::MAX - 1, format!("rec-{}", u64::MAX - 1).into_bytes())));
+    assert!(s.audit_scan(0, 0).expect("scan").is_empty());
+}
+
+/// Model state: put replaces, get and delete by key, prefix listing in key order (a
+/// prefix never matches its neighbours), bad keys refused.
+pub(crate) fn model_state_is_a_keyed_map_with_prefix_listing(make: Make<'_>) {
+    let s = make(StoreOptions::default());
+    assert_eq!(s.model_state_get("bandit/oom").expect("get"), None);
+    s.model_state_put("bandit/oom", b"v1").expect("put");
+    s.model_state_put("bandit/oom", b"v2").expect("put");
+    s.model_state_put("bandit/disk", b"d").expect("put");
+    s.model_state_put("bandit", b"bare").expect("put");
+    s.model_state_put("banditz/x", b"z").expect("put");
+    s.model_state_put("threshold/memory", &[0xff, 0]).expect("put");
+    assert_eq!(s.model_state_get("bandit/oom").expect("get"), Some(b"v2".to_vec()));
+    let listed = s.model_state_list("bandit/").expect("list");
+    assert_eq!(listed, vec![("bandit/disk".to_owned(), b"d".to_vec()), ("bandit/oom".to_owned(), b"v2".to_vec())]);
+    assert_eq!(s.model_state_list("").expect("list all").len(), 5);
+    assert_eq!(s.model_state_list("threshold/").expect("list")[0].1, vec![0xff, 0]);
+    s.model_state_delete("bandit/oom").expect("delete");
+    s.model_state_delete("never-there").expect("deleting a missing key is fine");
+    assert_eq!(s.model_state_get("bandit/oom").expect("get"), None);
+    assert_eq!(s.model_state_list("bandit/").expect("list").len(), 1);
+    assert!(matches!(s.model_state_put("", b"x"), Err(StoreError::InvalidKey(_))));
+    assert!(matches!(s.model_state_put(&"k".repeat(513), b"x"), Err(StoreError::InvalidKey(_))));
+}
+
 /// Generates one `#[test]` per conformance check for a store factory
 /// `fn(StoreOptions) -> Box<dyn Store>`.
 macro_rules! conformance_tests {
@@ -445,6 +494,8 @@ macro_rules! conformance_tests {
             rollups_cover_sealed_and_open,
             retention_follows_rules_and_defaults,
             hosts_are_upserted_and_listed,
+            audit_records_are_append_only_and_ordered,
+            model_state_is_a_keyed_map_with_prefix_listing,
         );
     };
     (@each $make:path; $($name:ident),* $(,)?) => {

@@ -10,8 +10,8 @@
 //! | `open`    | [`point_key`] (series id, timestamp)  | `f64` bits, big-endian (8 bytes)        |
 //! | `blocks`  | [`point_key`] (series id, first ts)   | a sealed block, see [`super::codec`]    |
 //! | `rollups` | [`point_key`] (series id, minute)     | [`encode_rollup`] (48 bytes)            |
-//! | `audit`   | (reserved, created but unused yet)    |                                         |
-//! | `model`   | (reserved, created but unused yet)    |                                         |
+//! | `audit`   | [`audit_key`] (sequence, `u64` BE)    | one audit record, encoded and hash-chained by `remediate::audit` |
+//! | `model`   | model-state key (UTF-8, e.g. `bandit/…`) | opaque bytes owned by the writer (posteriors, thresholds) |
 //!
 //! Keys of `open`, `blocks` and `rollups` are the series id as big-endian `u64`
 //! followed by a timestamp as big-endian `i64` with the sign bit flipped, so byte order
@@ -45,9 +45,9 @@ pub const CF_OPEN: &str = "open";
 pub const CF_BLOCKS: &str = "blocks";
 /// One-minute rollups of sealed points.
 pub const CF_ROLLUPS: &str = "rollups";
-/// Audit trail (reserved).
+/// Audit trail: append-only records keyed by sequence number.
 pub const CF_AUDIT: &str = "audit";
-/// Model state (reserved).
+/// Small durable key-value state of learning parts (bandit posteriors, adaptive thresholds).
 pub const CF_MODEL: &str = "model";
 
 /// Every column family this version creates and opens.
@@ -61,6 +61,11 @@ pub const SERIES_PREFIX: &[u8] = b"series/";
 pub const PROGRESS_PREFIX: &[u8] = b"progress/";
 /// `meta` key prefix of host records.
 pub const HOST_PREFIX: &[u8] = b"host/";
+
+/// Length of an [`audit_key`].
+pub const AUDIT_KEY_LEN: usize = 8;
+/// Longest model-state key accepted.
+pub const MAX_MODEL_KEY_LEN: usize = 512;
 
 /// Length of a [`point_key`].
 pub const POINT_KEY_LEN: usize = 16;
@@ -127,6 +132,42 @@ pub fn decode_point_value(v: &[u8]) -> Result<f64, StoreError> {
 /// Encodes an `open` value.
 pub fn encode_point_value(v: f64) -> [u8; 8] {
     v.to_bits().to_be_bytes()
+}
+
+/// `audit` key of record `seq`: byte order equals sequence order.
+pub fn audit_key(seq: u64) -> [u8; AUDIT_KEY_LEN] {
+    seq.to_be_bytes()
+}
+
+/// Inverse of [`audit_key`].
+pub fn decode_audit_key(k: &[u8]) -> Result<u64, StoreError> {
+    let b: [u8; AUDIT_KEY_LEN] = k
+        .try_into()
+        .map_err(|_| corrupt("audit record", format!("key of {} bytes, expected {AUDIT_KEY_LEN}", k.len())))?;
+    Ok(u64::from_be_bytes(b))
+}
+
+/// Checks a model-state key: 1 to [`MAX_MODEL_KEY_LEN`] bytes.
+pub fn check_model_key(key: &str) -> Result<(), StoreError> {
+    if key.is_empty() || key.len() > MAX_MODEL_KEY_LEN {
+        return Err(StoreError::InvalidKey(format!(
+            "model-state key of {} bytes (must be 1 to {MAX_MODEL_KEY_LEN})",
+            key.len()
+        )));
+    }
+    Ok(())
+}
+
+/// The smallest key above every key starting with `prefix` (`None`: no upper bound).
+pub fn prefix_upper_bound(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
 }
 
 /// `meta` key of a series registry record.

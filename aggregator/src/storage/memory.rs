@@ -160,6 +160,8 @@ struct Inner {
     series: Vec<SeriesData>,
     progress: HashMap<String, AgentProgress>,
     hosts: BTreeMap<String, HostRecord>,
+    audit: BTreeMap<u64, Vec<u8>>,
+    model: BTreeMap<String, Vec<u8>>,
 }
 
 impl Inner {
@@ -392,6 +394,62 @@ impl Store for MemoryStore {
 
     fn disk_bytes(&self) -> u64 {
         0
+    }
+
+    fn audit_append(&self, seq: u64, record: &[u8]) -> Result<(), StoreError> {
+        match self.write_lock().audit.entry(seq) {
+            std::collections::btree_map::Entry::Occupied(_) => Err(StoreError::AuditSeqTaken(seq)),
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(record.to_vec());
+                Ok(())
+            }
+        }
+    }
+
+    fn audit_scan(&self, from_seq: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        Ok(self.read().audit.range(from_seq..).take(limit).map(|(k, v)| (*k, v.clone())).collect())
+    }
+
+    fn audit_last(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        Ok(self.read().audit.last_key_value().map(|(k, v)| (*k, v.clone())))
+    }
+
+    fn model_state_put(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        super::layout::check_model_key(key)?;
+        self.write_lock().model.insert(key.to_owned(), value.to_vec());
+        Ok(())
+    }
+
+    fn model_state_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.read().model.get(key).cloned())
+    }
+
+    fn model_state_delete(&self, key: &str) -> Result<(), StoreError> {
+        self.write_lock().model.remove(key);
+        Ok(())
+    }
+
+    fn model_state_list(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let inner = self.read();
+        Ok(inner
+            .model
+            .range(prefix.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+}
+
+#[cfg(test)]
+impl MemoryStore {
+    /// Replaces (`Some`) or removes (`None`) a stored audit record, bypassing the
+    /// append-only rule: tests of tamper detection.
+    pub(crate) fn tamper_audit_for_test(&self, seq: u64, record: Option<Vec<u8>>) {
+        let mut inner = self.write_lock();
+        match record {
+            Some(r) => inner.audit.insert(seq, r),
+            None => inner.audit.remove(&seq),
+        };
     }
 }
 

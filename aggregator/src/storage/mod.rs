@@ -164,6 +164,10 @@ pub enum StoreError {
     Corrupt { what: &'static str, reason: String },
     #[error("unknown series id {0}")]
     UnknownSeries(SeriesId),
+    #[error("audit record {0} exists already (the audit trail is append-only)")]
+    AuditSeqTaken(u64),
+    #[error("invalid key: {0}")]
+    InvalidKey(String),
 }
 
 /// The storage seam. All methods are blocking; async callers use `spawn_blocking`
@@ -220,6 +224,30 @@ pub trait Store: Send + Sync + 'static {
 
     /// Bytes the store occupies on disk (0 for in-memory stores).
     fn disk_bytes(&self) -> u64;
+
+    /// Appends audit record `seq` (durably, like points). A `seq` already stored is refused
+    /// with [`StoreError::AuditSeqTaken`]: the audit trail is append-only. The caller
+    /// (`remediate::audit`) serializes appends, encodes and hash-chains the records.
+    fn audit_append(&self, seq: u64, record: &[u8]) -> Result<(), StoreError>;
+
+    /// Audit records with `seq >= from_seq`, ascending, at most `limit`.
+    fn audit_scan(&self, from_seq: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
+
+    /// The audit record with the highest sequence number.
+    fn audit_last(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError>;
+
+    /// Stores a model-state value (bandit posteriors, adaptive thresholds...) under `key`,
+    /// replacing any previous value. Keys are 1 to 512 bytes; use `part/name` prefixes.
+    fn model_state_put(&self, key: &str, value: &[u8]) -> Result<(), StoreError>;
+
+    /// The model-state value under `key`.
+    fn model_state_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Removes the model-state value under `key` (no error when absent).
+    fn model_state_delete(&self, key: &str) -> Result<(), StoreError>;
+
+    /// Model-state entries whose key starts with `prefix`, in key order.
+    fn model_state_list(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
 }
 
 /// Start of the one-minute bucket holding `ts`.

@@ -18,8 +18,8 @@
 
 use super::codec::{decode_block, decode_header, encode_block};
 use super::layout::{
-    self, CF_BLOCKS, CF_META, CF_OPEN, CF_ROLLUPS, COLUMN_FAMILIES, HOST_PREFIX, SERIES_PREFIX, engine, point_key,
-    point_key_after, series_end, series_start,
+    self, CF_AUDIT, CF_BLOCKS, CF_META, CF_MODEL, CF_OPEN, CF_ROLLUPS, COLUMN_FAMILIES, HOST_PREFIX, SERIES_PREFIX,
+    engine, point_key, point_key_after, series_end, series_start,
 };
 use super::memory::{
     MINUTE_MS, cutoff, merge_points, minute_at_or_after, minute_of, minute_rollup, retention_for, rollups_of,
@@ -116,6 +116,8 @@ pub struct RocksStore {
     stats: Mutex<Vec<SeriesStat>>,
     seal_gate: RwLock<()>,
     maintain_lock: Mutex<()>,
+    /// Makes an audit append's existence check and put one step.
+    audit_lock: Mutex<()>,
     host_labels: RwLock<HashMap<String, BTreeMap<String, String>>>,
 }
 
@@ -213,6 +215,7 @@ impl RocksStore {
             stats: Mutex::new(stats),
             seal_gate: RwLock::new(()),
             maintain_lock: Mutex::new(()),
+            audit_lock: Mutex::new(()),
             host_labels: RwLock::new(host_labels),
         })
     }
@@ -795,6 +798,91 @@ impl Store for RocksStore {
         }
         walk(&self.path)
     }
+
+    fn audit_append(&self, seq: u64, record: &[u8]) -> Result<(), StoreError> {
+        let cf = layout::cf(&self.db, CF_AUDIT)?;
+        let key = layout::audit_key(seq);
+        // Appends are serialized by the caller; the lock makes check-then-put atomic anyway.
+        let _g = lock(&self.audit_lock);
+        if self.db.get_pinned_cf(cf, key).map_err(engine)?.is_some() {
+            return Err(StoreError::AuditSeqTaken(seq));
+        }
+        self.db.put_cf_opt(cf, key, record, &self.write_options()).map_err(engine)
+    }
+
+    fn audit_scan(&self, from_seq: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let cf = layout::cf(&self.db, CF_AUDIT)?;
+        let mut it = self.db.raw_iterator_cf(cf);
+        it.seek(layout::audit_key(from_seq));
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let (Some(k), Some(v)) = (it.key(), it.value()) else { break };
+            out.push((layout::decode_audit_key(k)?, v.to_vec()));
+            it.next();
+        }
+        it.status().map_err(engine)?;
+        Ok(out)
+    }
+
+    fn audit_last(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        let cf = layout::cf(&self.db, CF_AUDIT)?;
+        let mut it = self.db.raw_iterator_cf(cf);
+        it.seek_to_last();
+        let last = match (it.key(), it.value()) {
+            (Some(k), Some(v)) => Some((layout::decode_audit_key(k)?, v.to_vec())),
+            _ => None,
+        };
+        it.status().map_err(engine)?;
+        Ok(last)
+    }
+
+    fn model_state_put(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        layout::check_model_key(key)?;
+        let cf = layout::cf(&self.db, CF_MODEL)?;
+        self.db.put_cf_opt(cf, key.as_bytes(), value, &self.write_options()).map_err(engine)
+    }
+
+    fn model_state_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let cf = layout::cf(&self.db, CF_MODEL)?;
+        self.db.get_cf(cf, key.as_bytes()).map_err(engine)
+    }
+
+    fn model_state_delete(&self, key: &str) -> Result<(), StoreError> {
+        let cf = layout::cf(&self.db, CF_MODEL)?;
+        self.db.delete_cf_opt(cf, key.as_bytes(), &self.write_options()).map_err(engine)
+    }
+
+    fn model_state_list(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let cf = layout::cf(&self.db, CF_MODEL)?;
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_lower_bound(prefix.as_bytes().to_vec());
+        if let Some(end) = layout::prefix_upper_bound(prefix.as_bytes()) {
+            ro.set_iterate_upper_bound(end);
+        }
+        let mut it = self.db.raw_iterator_cf_opt(cf, ro);
+        it.seek_to_first();
+        let mut out = Vec::new();
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            let key = String::from_utf8(k.to_vec())
+                .map_err(|_| StoreError::Corrupt { what: "model state", reason: "key is not UTF-8".to_owned() })?;
+            out.push((key, v.to_vec()));
+            it.next();
+        }
+        it.status().map_err(engine)?;
+        Ok(out)
+    }
+}
+
+/// Replaces (`Some`) or removes (`None`) audit record `seq` in the closed database at
+/// `path`, bypassing the append-only rule: tests of tamper detection.
+#[cfg(test)]
+pub(crate) fn tamper_audit_for_test(path: &Path, seq: u64, record: Option<&[u8]>) {
+    let db = layout::open(path).expect("open a valid store");
+    let cf = layout::cf(&db, CF_AUDIT).expect("audit exists");
+    match record {
+        Some(r) => db.put_cf(cf, layout::audit_key(seq), r).expect("overwrite"),
+        None => db.delete_cf(cf, layout::audit_key(seq)).expect("delete"),
+    }
 }
 
 #[cfg(test)]
@@ -849,6 +937,27 @@ mod tests {
         }
         fn disk_bytes(&self) -> u64 {
             self.store.disk_bytes()
+        }
+        fn audit_append(&self, seq: u64, record: &[u8]) -> Result<(), StoreError> {
+            self.store.audit_append(seq, record)
+        }
+        fn audit_scan(&self, from_seq: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+            self.store.audit_scan(from_seq, limit)
+        }
+        fn audit_last(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+            self.store.audit_last()
+        }
+        fn model_state_put(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+            self.store.model_state_put(key, value)
+        }
+        fn model_state_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+            self.store.model_state_get(key)
+        }
+        fn model_state_delete(&self, key: &str) -> Result<(), StoreError> {
+            self.store.model_state_delete(key)
+        }
+        fn model_state_list(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+            self.store.model_state_list(prefix)
         }
     }
 
@@ -1082,5 +1191,22 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn audit_and_model_state_survive_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let s = RocksStore::open(dir.path(), StoreOptions::default()).expect("open");
+            s.audit_append(1, b"first").expect("append");
+            s.audit_append(2, b"second").expect("append");
+            s.model_state_put("bandit/oom", b"posterior").expect("put");
+        }
+        let s = RocksStore::open(dir.path(), StoreOptions::default()).expect("reopen");
+        assert_eq!(s.audit_last().expect("last"), Some((2, b"second".to_vec())));
+        assert!(matches!(s.audit_append(2, b"again"), Err(StoreError::AuditSeqTaken(2))));
+        s.audit_append(3, b"third").expect("append after reopen");
+        assert_eq!(s.audit_scan(0, 10).expect("scan").len(), 3);
+        assert_eq!(s.model_state_get("bandit/oom").expect("get"), Some(b"posterior".to_vec()));
     }
 }
