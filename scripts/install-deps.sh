@@ -6,7 +6,7 @@ set -euo pipefail
 need_apt=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 for p in build-essential pkg-config clang libclang-dev protobuf-compiler iproute2 procps \
-         systemd stress-ng prometheus-node-exporter; do
+         systemd stress-ng prometheus-node-exporter haproxy wrk; do
   have_pkg "$p" || need_apt+=("$p")
 done
 if [ "${#need_apt[@]}" -gt 0 ]; then
@@ -18,9 +18,10 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
-  # The exporter package starts a service where systemd runs; benches start their own.
+  # The exporter and HAProxy packages start services where systemd runs; benches and
+  # tests start their own.
   if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
-    systemctl disable --now prometheus-node-exporter >/dev/null 2>&1 || true
+    systemctl disable --now prometheus-node-exporter haproxy >/dev/null 2>&1 || true
   fi
 fi
 

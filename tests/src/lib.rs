@@ -1,6 +1,12 @@
 //! Helpers for augur's end-to-end tests: locating and running the real binaries,
 //! scratch directories, and skipping with a printed reason where a test's
 //! requirements (root, cgroups, tools) are missing.
+//!
+//! Layout: this file holds processes, cgroups and waiting; [`netns`] holds network
+//! namespaces as hosts, HAProxy and wrk. `src/bin/augur-test-app.rs` is the HTTP
+//! application the traffic tests serve.
+
+pub mod netns;
 
 use std::path::PathBuf;
 

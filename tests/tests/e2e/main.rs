@@ -1,5 +1,6 @@
 //! End-to-end tests: one binary, one module per area.
 
+mod netlab;
 mod pipeline;
 mod predict;
 mod units;
