@@ -2,7 +2,12 @@
 //! (Debian: protobuf-compiler; or set PROTOC).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["augur/v1/telemetry.proto", "augur/v1/query.proto", "augur/v1/predictions.proto"];
+    let protos = [
+        "augur/v1/telemetry.proto",
+        "augur/v1/query.proto",
+        "augur/v1/predictions.proto",
+        "augur/v1/orchestrator.proto",
+    ];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");
     }
