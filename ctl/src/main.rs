@@ -1,9 +1,11 @@
 //! `augurctl`: command-line client for the augur aggregator.
 //!
-//! Layout: `main.rs` parses flags and dispatches; [`output`] renders tables and JSON.
+//! Layout: `main.rs` parses flags and dispatches; [`output`] renders tables and JSON;
+//! [`orchestrate`] holds the remediation verbs (remediate, migrate, scale, approve, audit...).
 //! Resources are named `HOST` (the host itself) or `HOST/RESOURCE`, e.g.
 //! `web-01/container/3f2a9c1b7d4e` or `web-01/cgroup/augur-demo/web`.
 
+mod orchestrate;
 mod output;
 
 use std::process::ExitCode;
@@ -110,6 +112,8 @@ enum Cmd {
         #[arg(long, default_value = "10s")]
         wait: String,
     },
+    #[command(flatten)]
+    Orchestrate(orchestrate::OrchestrateCmd),
 }
 
 /// Splits `HOST[/RESOURCE]`.
@@ -140,9 +144,10 @@ async fn channel(url: &str) -> anyhow::Result<Channel> {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let ch = channel(&cli.aggregator).await?;
     let mut c = QueryClient::new(ch.clone()).max_decoding_message_size(256 << 20);
-    let mut p = PredictionsClient::new(ch);
+    let mut p = PredictionsClient::new(ch.clone());
     let json = cli.json;
     match cli.cmd {
+        Cmd::Orchestrate(o) => orchestrate::run(ch, o, json).await,
         Cmd::Forecast { resource, metric, horizon, quantiles, labels } => {
             let horizon = parse_duration(&horizon, "horizon")?;
             let quantiles = quantiles

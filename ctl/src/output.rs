@@ -3,7 +3,7 @@
 use augur_proto::v1;
 use serde_json::{Value, json};
 
-fn time(ms: i64) -> String {
+pub(crate) fn time(ms: i64) -> String {
     if ms <= 0 {
         return "-".into();
     }
@@ -31,7 +31,7 @@ fn num(v: f64) -> String {
 }
 
 /// Prints rows with columns padded to the widest cell.
-fn table(header: &[&str], rows: Vec<Vec<String>>) {
+pub(crate) fn table(header: &[&str], rows: Vec<Vec<String>>) {
     let mut w: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in &rows {
         for (i, c) in r.iter().enumerate() {
@@ -60,7 +60,7 @@ fn series_json(s: &v1::SeriesInfo) -> Value {
            "labels": s.labels})
 }
 
-fn print_json(v: Value) -> anyhow::Result<()> {
+pub(crate) fn print_json(v: Value) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(&v)?);
     Ok(())
 }
