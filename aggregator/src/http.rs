@@ -28,7 +28,7 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], render(&shared))
 }
 
-fn metric(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(&str, f64)]) {
+pub(crate) fn metric(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(&str, f64)]) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
     for (labels, v) in samples {
@@ -142,5 +142,7 @@ pub fn render(shared: &Shared) -> String {
             &[("", s.reload_failures_total as f64)],
         );
     }
+    shared.dispatcher.render_metrics(&mut out);
+    shared.audit.render_metrics(&mut out);
     out
 }

@@ -60,6 +60,16 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
     on_ready: impl FnOnce(SocketAddr) + Send,
 ) -> anyhow::Result<()> {
+    run_with(config, shutdown, move |addr, _| on_ready(addr)).await
+}
+
+/// [`run`], also handing `on_ready` the shared state (the dispatcher, the audit trail...):
+/// component tests drive the closed loop through it.
+pub async fn run_with(
+    config: AggregatorConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_ready: impl FnOnce(SocketAddr, Arc<Shared>) + Send,
+) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let opts = config.store_options();
     let dir = config.data_dir.clone();
@@ -92,12 +102,14 @@ pub async fn run(
         predictions: predictions.clone(),
         models: scorer.registry.clone(),
         forecasts: Arc::new(server::ForecastState::new().context("setting up forecasting")?),
+        dispatcher: remediate::dispatch::Dispatcher::default(),
+        audit: Arc::new(remediate::audit::AuditLog::open(store.clone()).context("opening the audit trail")?),
     });
 
     let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
     info!(%addr, data_dir = %config.data_dir.display(), "aggregator listening");
-    on_ready(addr);
+    on_ready(addr, shared.clone());
 
     let maint = tokio::spawn(maintenance_loop(store.clone(), config.storage.maintenance_interval));
     let shared_stop = shared.stopping.clone();

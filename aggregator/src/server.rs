@@ -49,6 +49,10 @@ pub struct Shared {
     pub models: Option<Arc<crate::model::ModelRegistry>>,
     /// Forecast candidates and the per-series choices made so far.
     pub forecasts: Arc<ForecastState>,
+    /// Commands to connected agents; every agent session registers here.
+    pub dispatcher: crate::remediate::dispatch::Dispatcher,
+    /// The hash-chained audit trail.
+    pub audit: Arc<crate::remediate::audit::AuditLog>,
 }
 
 /// The forecasting state the `Forecast` RPC keeps between calls.
@@ -205,9 +209,18 @@ async fn run_session(
     let host = session.host_id().to_owned();
     let mut stopping = shared.stopping.clone();
     let SessionClaim { generation, mut newest } = claim;
+    // Commands for this host are merged into the outbound stream; dropped with the session.
+    let mut commands = shared.dispatcher.register(&host);
     let end = loop {
         let next = tokio::select! {
             m = inbound.message() => m,
+            Some(cmd) = commands.recv() => {
+                debug!(command = %cmd.id, kind = %cmd.kind, "sending command");
+                if tx.send(Ok(AggregatorMessage { msg: Some(AggMsg::Command(cmd)) })).await.is_err() {
+                    break "agent stopped reading".to_owned();
+                }
+                continue;
+            }
             _ = async { let _ = newest.wait_for(|g| *g != generation).await; } => {
                 let _ = tx.send(Err(Status::aborted(
                     "replaced by a newer session for this host id (a reconnect, or two agents sharing one host id)",
@@ -279,6 +292,7 @@ async fn run_session(
             }
             Some(AgentMsg::CommandReport(r)) => {
                 debug!(command = %r.command_id, status = r.status, "command report");
+                shared.dispatcher.report(&host, &r);
                 continue;
             }
             Some(AgentMsg::Hello(_)) => {

@@ -317,6 +317,33 @@ impl AuditLog {
         Ok(r)
     }
 
+    /// Appends the audit counters to a Prometheus text page.
+    pub fn render_metrics(&self, out: &mut String) {
+        use crate::http::metric;
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64;
+        metric(
+            out,
+            "augur_audit_records_appended_total",
+            "counter",
+            "Audit records appended.",
+            &[("", n(&self.stats.appended))],
+        );
+        metric(
+            out,
+            "augur_audit_append_errors_total",
+            "counter",
+            "Audit appends that failed.",
+            &[("", n(&self.stats.append_errors))],
+        );
+        metric(
+            out,
+            "augur_audit_head_seq",
+            "gauge",
+            "Sequence number of the last audit record.",
+            &[("", self.head_seq() as f64)],
+        );
+    }
+
     /// Records appended from now on, as they are appended.
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<AuditRecord> {
         self.live.subscribe()

@@ -342,6 +342,55 @@ impl Dispatcher {
         self.inner.lock().inflight.len()
     }
 
+    /// Appends the dispatcher's counters to a Prometheus text page.
+    pub fn render_metrics(&self, out: &mut String) {
+        use crate::http::metric;
+        let s = &self.inner.stats;
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64;
+        metric(out, "augur_commands_sent_total", "counter", "Commands sent to agents.", &[("", n(&s.sent))]);
+        metric(
+            out,
+            "augur_commands_resent_total",
+            "counter",
+            "Unfinished commands sent again (same id) after their host reconnected.",
+            &[("", n(&s.resent))],
+        );
+        metric(out, "augur_commands_accepted_total", "counter", "Commands agents accepted.", &[("", n(&s.accepted))]);
+        let labels: Vec<String> = CommandStatus::ALL.iter().map(|st| format!("status=\"{}\"", st.as_str())).collect();
+        let by_status: Vec<(&str, f64)> =
+            CommandStatus::ALL.iter().zip(&labels).map(|(st, l)| (l.as_str(), n(&s.outcomes[st.index()]))).collect();
+        metric(out, "augur_command_outcomes_total", "counter", "Final command reports by status.", &by_status);
+        metric(
+            out,
+            "augur_commands_failed_to_send_total",
+            "counter",
+            "Commands not sent or not answered, by reason.",
+            &[
+                ("reason=\"not_connected\"", n(&s.not_connected)),
+                ("reason=\"queue_full\"", n(&s.queue_full)),
+                ("reason=\"deadline_exceeded\"", n(&s.deadline_exceeded)),
+            ],
+        );
+        metric(
+            out,
+            "augur_command_reports_ignored_total",
+            "counter",
+            "Command reports ignored, by reason.",
+            &[
+                ("reason=\"repeated\"", n(&s.reports_repeated)),
+                ("reason=\"unknown\"", n(&s.reports_unknown)),
+                ("reason=\"foreign_host\"", n(&s.reports_foreign)),
+            ],
+        );
+        metric(
+            out,
+            "augur_commands_in_flight",
+            "gauge",
+            "Commands awaiting a final report.",
+            &[("", self.in_flight() as f64)],
+        );
+    }
+
     /// Handles a `CommandReport` that arrived on `host`'s session.
     pub fn report(&self, host: &str, r: &v1::CommandReport) {
         let stats = &self.inner.stats;
