@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::sampler::{ContainerSamplerConfig, HostSamplerConfig};
+use crate::workload::WorkloadConfig;
 
 /// Aggregator address used when neither config nor flag names one.
 pub const DEFAULT_AGGREGATOR: &str = "http://127.0.0.1:7461";
@@ -30,6 +31,37 @@ pub struct AgentConfig {
     pub spool: SpoolSection,
     pub host: HostSamplerConfig,
     pub containers: ContainerSamplerConfig,
+    pub actions: ActionsSection,
+    /// Workloads the aggregator may act on (`[[workload]]` tables).
+    #[serde(rename = "workload", skip_serializing_if = "Vec::is_empty")]
+    pub workloads: Vec<WorkloadConfig>,
+}
+
+/// `[actions]`: how commands from the aggregator are executed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ActionsSection {
+    /// Commands waiting for the executor; more are refused ("agent busy") and counted.
+    pub queue: usize,
+    /// Applied commands remembered in the ledger (duplicate detection and undo); the
+    /// oldest are forgotten first.
+    pub ledger_max_entries: usize,
+    /// Time allowed for undoing a change (after a failed health check, or a rollback command).
+    #[serde(with = "units::duration")]
+    pub undo_timeout: Duration,
+    /// The systemctl binary.
+    pub systemctl: String,
+}
+
+impl Default for ActionsSection {
+    fn default() -> Self {
+        ActionsSection {
+            queue: 16,
+            ledger_max_entries: 10_000,
+            undo_timeout: Duration::from_secs(30),
+            systemctl: "systemctl".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -78,6 +110,8 @@ impl Default for AgentConfig {
             spool: SpoolSection::default(),
             host: HostSamplerConfig::default(),
             containers: ContainerSamplerConfig::default(),
+            actions: ActionsSection::default(),
+            workloads: Vec::new(),
         }
     }
 }
@@ -165,6 +199,19 @@ impl AgentConfig {
         if self.state_dir.as_os_str().is_empty() {
             return bad("state_dir must not be empty".into());
         }
+        if self.actions.queue == 0 || self.actions.queue > 4096 {
+            return bad(format!("actions.queue must be between 1 and 4096 (got {})", self.actions.queue));
+        }
+        if self.actions.ledger_max_entries < 16 {
+            return bad(format!("actions.ledger_max_entries must be at least 16 (got {})", self.actions.ledger_max_entries));
+        }
+        if self.actions.undo_timeout.is_zero() {
+            return bad("actions.undo_timeout must be above 0".into());
+        }
+        if self.actions.systemctl.is_empty() {
+            return bad("actions.systemctl must name the systemctl binary".into());
+        }
+        crate::workload::validate_workloads(&self.workloads).map_err(ConfigError::Invalid)?;
         Ok(())
     }
 }
@@ -191,5 +238,31 @@ mod tests {
         let dir = augur_core::testing::crate_dir(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config");
         let seen = augur_core::testing::check_invalid_config_fixtures(&dir, AgentConfig::load);
         assert!(seen >= 4, "expected at least 4 invalid fixtures, found {seen}");
+    }
+
+    #[test]
+    fn workload_fixture_is_valid_and_complete() {
+        let p = augur_core::testing::crate_dir(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config/valid-workloads.toml");
+        let cfg = AgentConfig::load(&p).expect("valid-workloads.toml must be valid");
+        let names: Vec<&str> = cfg.workloads.iter().map(|w| w.name.as_str()).collect();
+        assert_eq!(names, ["web", "db", "lb"]);
+        let web = &cfg.workloads[0];
+        assert_eq!(web.limits.memory_max, 2 << 30);
+        assert_eq!(web.health.as_ref().map(|h| h.kind()), Some("http"));
+        assert_eq!(cfg.workloads[2].templates[0].keep, 3);
+        // The same text with the packaged example's workload section uncommented is valid too.
+        let example = std::fs::read_to_string(
+            augur_core::testing::crate_dir(env!("CARGO_MANIFEST_DIR")).join("../packaging/config/agent.toml"),
+        )
+        .expect("packaged example");
+        let start = example.find("# [[workload]]").expect("the example documents [[workload]]");
+        let uncommented: String = example[start..]
+            .lines()
+            .filter(|l| !l.starts_with("##"))
+            .map(|l| l.strip_prefix("# ").or_else(|| l.strip_prefix('#')).unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let cfg = AgentConfig::parse(&uncommented, "example workload").expect("the documented workload is valid");
+        assert_eq!(cfg.workloads.len(), 1);
     }
 }

@@ -8,15 +8,22 @@
 //! - [`spool`]: bounded on-disk spool of batches not yet acknowledged.
 //! - [`uplink`]: the gRPC stream to the aggregator (the only tonic code).
 //! - [`tick`]: the sampling loop that turns samples into spooled batches.
+//! - [`workload`]: declared workloads (what commands may act on, health checks, caps).
+//! - [`actuator`]: the command executor and its actuators (cgroup, systemd, exec hooks,
+//!   HAProxy, config templates, health checks).
+//! - [`ledger`]: persistent ledger of applied commands (duplicates, undo).
 //!
 //! [`run`] wires them together until shutdown.
 
+pub mod actuator;
 pub mod config;
+pub mod ledger;
 pub mod sampler;
 pub mod series_table;
 pub mod spool;
 pub mod tick;
 pub mod uplink;
+pub mod workload;
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -74,8 +81,27 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
         host_id: host_id.clone(),
         incarnation,
         labels,
-        capabilities: vec!["metrics.host".into(), "metrics.cgroup".into()],
+        capabilities: vec!["metrics.host".into(), "metrics.cgroup".into(), "actions.v1".into()],
+        workloads: workload::declared(&cfg.workloads),
     };
+    let executor = actuator::Executor::open(
+        actuator::ExecutorConfig::of_agent(&cfg, &host_id),
+        &cfg.workloads,
+        Arc::new(actuator::ProcessRunner),
+    )
+    .context("opening the command ledger")?;
+    info!(workloads = cfg.workloads.len(), ledger_entries = executor.ledger().len(), "command executor ready");
+    let actions = actuator::spawn(executor);
+
+    // Workloads with a cgroup are sampled under their own name (cgroup/<name>), the
+    // resource Hello announces for them.
+    let mut cfg = cfg;
+    for w in &cfg.workloads.clone() {
+        if let Some(path) = &w.cgroup
+            && !cfg.containers.cgroups.iter().any(|c| c.name == w.name || &c.path == path) {
+                cfg.containers.cgroups.push(sampler::NamedCgroup { name: w.name.clone(), path: path.clone() });
+            }
+    }
 
     let ticker = tick::Ticker::start(
         &cfg,
@@ -92,7 +118,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
     let uplink = tokio::spawn(uplink::run(
         cfg.aggregator.clone(),
         identity,
-        UplinkShared { spool: spool.clone(), table, new_data, stats: stats.clone() },
+        UplinkShared { spool: spool.clone(), table, new_data, stats: stats.clone(), actions },
         stop_uplink.clone(),
     ));
     shutdown.await;

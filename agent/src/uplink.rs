@@ -6,6 +6,11 @@
 //! session uses it. Acks delete batches from the spool. Any error ends the session; the
 //! next starts after a jittered exponential backoff and replays from the oldest
 //! unacknowledged batch. The only module of the agent that touches tonic.
+//!
+//! Commands from the aggregator go to the executor's bounded queue (see [`crate::actuator`]);
+//! its reports wait in the outbox until a heartbeat sent after them is echoed (the
+//! aggregator handles a stream in order, so it has them), and are sent again on the next
+//! session otherwise.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -53,6 +58,8 @@ pub struct UplinkShared {
     pub table: Arc<Mutex<SeriesTable>>,
     pub new_data: Arc<Notify>,
     pub stats: Arc<AgentStats>,
+    /// The command executor.
+    pub actions: crate::actuator::ExecutorHandle,
 }
 
 /// Everything the Hello message says.
@@ -62,6 +69,7 @@ pub struct Identity {
     pub incarnation: u64,
     pub labels: std::collections::BTreeMap<String, String>,
     pub capabilities: Vec<String>,
+    pub workloads: Vec<augur_proto::v1::DeclaredWorkload>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -131,7 +139,7 @@ async fn session(cfg: &UplinkConfig, id: &Identity, shared: &UplinkShared) -> Re
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
         labels: id.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         capabilities: id.capabilities.clone(),
-        workloads: vec![],
+        workloads: id.workloads.clone(),
     };
     tx.send(AgentMessage { msg: Some(AgentMsg::Hello(hello)) })
         .await
@@ -162,7 +170,40 @@ async fn session(cfg: &UplinkConfig, id: &Identity, shared: &UplinkShared) -> Re
     let max_bytes = (welcome.max_message_bytes as usize).clamp(64 << 10, 16 << 20) / 2;
     let mut heartbeat = tokio::time::interval(cfg.heartbeat);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Reports sent on this session (outbox seq), and heartbeats sent after them whose echo
+    // confirms them: (heartbeat time_ms, outbox seq).
+    let outbox = shared.actions.outbox.clone();
+    let mut reports_sent = 0u64;
+    let mut marks: std::collections::VecDeque<(i64, u64)> = std::collections::VecDeque::new();
+    let mut last_mark = 0i64;
+    let heartbeat_msg = |time_ms: i64| {
+        let st = lock(&shared.spool).stats();
+        AgentMessage {
+            msg: Some(AgentMsg::Heartbeat(Heartbeat {
+                time_ms,
+                spool_bytes: st.bytes,
+                spool_dropped_batches: st.dropped_records,
+                queue_dropped_batches: 0,
+                sample_errors: shared.stats.sample_errors.load(Ordering::Relaxed),
+            })),
+        }
+    };
     loop {
+        let reports = outbox.after(reports_sent);
+        if let Some((last, _)) = reports.last() {
+            let last = *last;
+            for (_, r) in reports {
+                tx.send(AgentMessage { msg: Some(AgentMsg::CommandReport(r)) })
+                    .await
+                    .map_err(|_| SessionError::Protocol("outbound stream closed".into()))?;
+            }
+            reports_sent = last;
+            last_mark = now_ms().max(last_mark + 1);
+            marks.push_back((last_mark, reports_sent));
+            tx.send(heartbeat_msg(last_mark))
+                .await
+                .map_err(|_| SessionError::Protocol("outbound stream closed".into()))?;
+        }
         // Fill the window from the spool.
         while sent.saturating_sub(acked) < cfg.max_in_flight as u64 {
             let want = cfg.max_in_flight - sent.saturating_sub(acked) as usize;
@@ -225,23 +266,26 @@ async fn session(cfg: &UplinkConfig, id: &Identity, shared: &UplinkShared) -> Re
                         }
                     }
                 }
-                Some(AggMsg::HeartbeatReply(_)) | Some(AggMsg::Welcome(_)) => {}
+                Some(AggMsg::HeartbeatReply(r)) => {
+                    while marks.front().is_some_and(|(t, _)| *t <= r.time_ms) {
+                        if let Some((_, seq)) = marks.pop_front() {
+                            outbox.delivered(seq);
+                        }
+                    }
+                }
+                Some(AggMsg::Welcome(_)) => {}
                 Some(AggMsg::Command(c)) => {
-                    debug!(command = %c.id, kind = %c.kind, "command received; no actuators in this build");
+                    debug!(command = %c.id, kind = %c.kind, "command received");
+                    shared.actions.submit(c);
                 }
                 None => return Ok(()),
             },
             _ = shared.new_data.notified() => {}
+            _ = outbox.changed() => {}
             _ = heartbeat.tick() => {
-                let st = lock(&shared.spool).stats();
-                let hb = Heartbeat {
-                    time_ms: now_ms(),
-                    spool_bytes: st.bytes,
-                    spool_dropped_batches: st.dropped_records,
-                    queue_dropped_batches: 0,
-                    sample_errors: shared.stats.sample_errors.load(Ordering::Relaxed),
-                };
-                if tx.send(AgentMessage { msg: Some(AgentMsg::Heartbeat(hb)) }).await.is_err() {
+                last_mark = now_ms().max(last_mark + 1);
+                marks.push_back((last_mark, reports_sent));
+                if tx.send(heartbeat_msg(last_mark)).await.is_err() {
                     return Err(SessionError::Protocol("outbound stream closed".into()));
                 }
             }

@@ -227,7 +227,7 @@ impl CommandSpec {
     {
         let args: BTreeMap<&str, &str> = args.into_iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let only = |k: &'static str, allowed: &[&str]| -> Result<(), CommandError> {
-            match args.keys().find(|a| !allowed.contains(a) && !(k == "config" && a.starts_with("var."))) {
+            match args.keys().find(|a| !(allowed.contains(a) || k == "config" && a.starts_with("var."))) {
                 Some(a) => Err(CommandError::Unknown { kind: k, arg: (*a).into() }),
                 None => Ok(()),
             }
