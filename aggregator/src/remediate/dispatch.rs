@@ -409,7 +409,8 @@ impl Dispatcher {
         };
         if f.host != host {
             stats.reports_foreign.fetch_add(1, Ordering::Relaxed);
-            warn!(%host, command = %r.command_id, target = %f.host, "report from a host the command was not sent to ignored");
+            let target = &f.host;
+            warn!(%host, command = %r.command_id, %target, "report from a host the command was not sent to ignored");
             return;
         }
         let Some(status) = CommandStatus::from_wire(r.status) else {
@@ -493,7 +494,8 @@ impl Dispatcher {
             );
         }
         stats.sent.fetch_add(1, Ordering::Relaxed);
-        debug!(host = %cmd.target_host, command = %cmd.id, kind = cmd.spec.kind(), dry_run = cmd.dry_run, "command sent");
+        let (host, kind) = (&cmd.target_host, cmd.spec.kind());
+        debug!(%host, command = %cmd.id, kind, dry_run = cmd.dry_run, "command sent");
         let _guard = InflightGuard { inner: &self.inner, id: cmd.id.clone() };
         let wait = Duration::from_millis((cmd.deadline_ms - now).max(0) as u64) + self.inner.config.report_grace;
         match tokio::time::timeout(wait, done_rx).await {
