@@ -86,6 +86,13 @@ lab: deps
 	$(CARGO) build --release -p augur-aggregator -p augur-agent -p augur-bench -p augurctl --bins
 	$(LAB_PYTHON) models/lab/run.py --bin-dir $(RBIN) --dataset-dir models/lab/data $(LAB_ARGS)
 
+# Soak (models/lab/README.md): 64 light normal and must-not-alarm workloads at once for 33 min
+# (35 workload-hours) under the real agent and aggregator: false alarms per workload-day.
+.PHONY: lab-soak
+lab-soak: deps
+	$(CARGO) build --release -p augur-aggregator -p augur-agent -p augur-bench -p augurctl --bins
+	$(LAB_PYTHON) models/lab/run.py --bin-dir $(RBIN) --dataset-dir models/lab/data --soak 33m $(LAB_ARGS)
+
 # Container memory-exhaustion models (models/train/train.py): features from the aggregator's
 # own feature engine over the lab datasets in models/lab/data, one LightGBM per horizon
 # (30 s, 2 min, 10 min), Platt-calibrated on validation runs, exported to models/*.onnx with

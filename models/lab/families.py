@@ -23,6 +23,19 @@ from typing import Callable
 MiB = 1 << 20
 # Memory limits of leak runs ("several limits").
 LEAK_LIMITS_MIB = (64, 96, 128, 192, 256, 384, 512)
+# Soak mode (`run.py --soak`): long concurrent runs of the variants that must not be called
+# failures, to measure false alarms per workload-day. Their CPU duty is scaled by SOAK_CPU
+# (many run at once on a small machine) and page-cache re-reads by SOAK_IO; shares by weight.
+SOAK_CPU = 0.1
+SOAK_IO = 0.5
+SOAK_VARIANTS = {
+    "normal.steady": 10,
+    "normal.bursty": 9,
+    "normal.periodic": 9,
+    "mem.sawtooth": 12,
+    "mem.plateau": 10,
+    "mem.pagecache": 3,
+}
 # Schedule resolution, seconds. labwork interpolates linearly between points.
 SCHEDULE_STEP = 0.25
 # Seconds a run's cgroup exists, idle, before its workload starts: the agent discovers
@@ -97,6 +110,16 @@ def _startup(t: float, base: float, ramp: float = 2.0) -> float:
     return base * min(1.0, t / ramp)
 
 
+def _soak_duration(drawn: float, soak: float | None) -> float:
+    """A soak run lasts the soak's duration; otherwise the variant's own drawn duration
+    (drawn either way, so a variant's random stream is the same in both modes)."""
+    return float(soak) if soak else drawn
+
+
+def _soak_cpu(soak: float | None) -> float:
+    return SOAK_CPU if soak else 1.0
+
+
 # ---------------------------------------------------------------------------------------
 # Memory leaks: end in a kernel OOM kill by the cgroup limit.
 
@@ -166,7 +189,7 @@ def leak_step(rng, scale):
 # Memory that must not be called a failure.
 
 
-def mem_sawtooth(rng, scale):
+def mem_sawtooth(rng, scale, soak=None):
     """GC-like: the heap grows to a peak, a collection drops it back to the base."""
     limit = rng.choice(LEAK_LIMITS_MIB[2:]) * MiB
     base = rng.uniform(0.1, 0.3) * limit
@@ -174,10 +197,10 @@ def mem_sawtooth(rng, scale):
     period = rng.uniform(10, 90) * max(scale, 0.5)
     jitter = rng.uniform(0.0, 0.1)
     rise = rng.uniform(0.7, 1.0)  # share of the period spent growing; then holds until GC
-    duration = rng.uniform(150, 360) * scale
+    duration = _soak_duration(rng.uniform(150, 360) * scale, soak)
     n_cycles = int(duration / period) + 2
     peaks = [peak * (1.0 - jitter * rng.random()) for _ in range(n_cycles)]
-    duty = rng.uniform(0.01, 0.04)
+    duty = rng.uniform(0.01, 0.04) * _soak_cpu(soak)
 
     def mem(t):
         k = int(t // period)
@@ -200,11 +223,11 @@ def mem_sawtooth(rng, scale):
         schedule=_grid(duration, mem),
         memory_limit=limit,
         duration=duration,
-        cpu_cost=0.05,
+        cpu_cost=duty + 0.01 if soak else 0.05,
     )
 
 
-def mem_plateau(rng, scale):
+def mem_plateau(rng, scale, soak=None):
     """A cache that grows, then plateaus below the limit (with a little churn)."""
     limit = rng.choice(LEAK_LIMITS_MIB[1:]) * MiB
     base = rng.uniform(0.05, 0.15) * limit
@@ -213,8 +236,8 @@ def mem_plateau(rng, scale):
     tau = rng.uniform(15, 90) * scale
     churn = rng.uniform(0.0, 0.03) * limit
     churn_period = rng.uniform(5, 20)
-    duration = rng.uniform(150, 360) * scale
-    duty = rng.uniform(0.01, 0.04)
+    duration = _soak_duration(rng.uniform(150, 360) * scale, soak)
+    duty = rng.uniform(0.01, 0.04) * _soak_cpu(soak)
 
     def mem(t):
         if shape == "exp":
@@ -240,19 +263,19 @@ def mem_plateau(rng, scale):
         schedule=_grid(duration, mem),
         memory_limit=limit,
         duration=duration,
-        cpu_cost=0.05,
+        cpu_cost=duty + 0.01 if soak else 0.05,
     )
 
 
-def mem_pagecache(rng, scale):
+def mem_pagecache(rng, scale, soak=None):
     """A file larger than the memory limit, written then read again and again: page cache
     fills the cgroup to its limit and is reclaimed. Usage near 100% of the limit, no OOM."""
     limit = rng.choice((96, 128, 192, 256)) * MiB
     size = rng.uniform(1.2, 2.0) * limit
     wrate = rng.uniform(8, 24) * MiB
-    rrate = rng.uniform(8, 32) * MiB
+    rrate = rng.uniform(8, 32) * MiB * (SOAK_IO if soak else 1.0)
     base = rng.uniform(8, 24) * MiB
-    duration = rng.uniform(120, 300) * scale
+    duration = _soak_duration(rng.uniform(120, 300) * scale, soak)
     return dict(
         designed=None,
         params={
@@ -500,13 +523,13 @@ def disk_rotate(rng, scale):
 # Normal workloads.
 
 
-def normal_steady(rng, scale):
+def normal_steady(rng, scale, soak=None):
     limit = rng.choice((256, 512)) * MiB
     level = rng.uniform(16, 128) * MiB
     wobble = rng.uniform(0.0, 0.03) * level
-    duty = rng.uniform(0.01, 0.05)
+    duty = rng.uniform(0.01, 0.05) * _soak_cpu(soak)
     quota = rng.choice([None, _r(rng.uniform(0.2, 1.0))])
-    duration = rng.uniform(150, 400) * scale
+    duration = _soak_duration(rng.uniform(150, 400) * scale, soak)
 
     def mem(t):
         return (int(_startup(t, level) + wobble * math.sin(t / 7.0)), duty)
@@ -529,13 +552,13 @@ def normal_steady(rng, scale):
     )
 
 
-def normal_bursty(rng, scale):
+def normal_bursty(rng, scale, soak=None):
     limit = rng.choice((256, 384, 512)) * MiB
     base = rng.uniform(16, 64) * MiB
     quota = rng.uniform(0.1, 0.25)
-    busy = rng.uniform(0.2, 0.6)
+    busy = rng.uniform(0.2, 0.6) * _soak_cpu(soak)
     mean_gap = rng.uniform(15, 60) * scale
-    duration = rng.uniform(150, 400) * scale
+    duration = _soak_duration(rng.uniform(150, 400) * scale, soak)
     bursts = []
     t = rng.expovariate(1.0 / mean_gap)
     while t < duration:
@@ -544,7 +567,7 @@ def normal_bursty(rng, scale):
         t += length + rng.expovariate(1.0 / mean_gap)
 
     def mem(t):
-        m, d = _startup(t, base), 0.02
+        m, d = _startup(t, base), 0.02 * _soak_cpu(soak)
         for start, length, size in bursts:
             if start <= t < start + length:
                 m, d = m + size, busy
@@ -569,17 +592,18 @@ def normal_bursty(rng, scale):
     )
 
 
-def normal_periodic(rng, scale):
+def normal_periodic(rng, scale, soak=None):
     limit = rng.choice((256, 384, 512)) * MiB
     base = rng.uniform(16, 64) * MiB
     amp = rng.uniform(0.2, 0.6) * limit
     period = rng.uniform(30, 120) * scale
-    duty_amp = rng.uniform(0.05, 0.15)
-    duration = rng.uniform(150, 400) * scale
+    duty_amp = rng.uniform(0.05, 0.15) * _soak_cpu(soak)
+    duty0 = 0.02 * _soak_cpu(soak)
+    duration = _soak_duration(rng.uniform(150, 400) * scale, soak)
 
     def mem(t):
         w = 0.5 - 0.5 * math.cos(2 * math.pi * t / period)
-        return (int(_startup(t, base) + amp * w), _r(0.02 + duty_amp * w, 4))
+        return (int(_startup(t, base) + amp * w), _r(duty0 + duty_amp * w, 4))
 
     return dict(
         designed=None,
@@ -594,7 +618,7 @@ def normal_periodic(rng, scale):
         schedule=_grid(duration, mem, step=0.5),
         memory_limit=limit,
         duration=duration,
-        cpu_cost=0.02 + duty_amp,
+        cpu_cost=duty0 + duty_amp,
     )
 
 
@@ -660,11 +684,13 @@ def plan(n: int, seed: int, variants: list[str] | None = None) -> list[str]:
     return out
 
 
-def make_run(dataset_seed: int, index: int, variant: str, scale: float = 1.0) -> RunSpec:
+def make_run(dataset_seed: int, index: int, variant: str, scale: float = 1.0, soak: float | None = None) -> RunSpec:
     """The run `index` of a dataset: parameters drawn from the run's own seed."""
     seed = run_seed(dataset_seed, index, variant)
     rng = random.Random(seed)
-    d = VARIANTS[variant].sample(rng, scale)
+    d = VARIANTS[variant].sample(rng, scale, soak=soak) if soak else VARIANTS[variant].sample(rng, scale)
+    if soak:
+        d["params"] = dict(d["params"], soak_s=_r(soak))
     family, var = variant.split(".")
     fs = d.get("fs_bytes")
     duration = d["duration"]
@@ -689,6 +715,30 @@ def make_run(dataset_seed: int, index: int, variant: str, scale: float = 1.0) ->
         cpu_cost=_r(d["cpu_cost"]),
         slo=d.get("slo"),
     )
+
+
+def soak_plan(n: int, seed: int) -> list[str]:
+    """The variant of each of `n` soak runs: SOAK_VARIANTS shares, shuffled by `seed`."""
+    names = list(SOAK_VARIANTS)
+    total = sum(SOAK_VARIANTS.values())
+    quotas = [n * SOAK_VARIANTS[v] / total for v in names]
+    counts = [int(q) for q in quotas]
+    order = sorted(range(len(names)), key=lambda i: (-(quotas[i] - counts[i]), i))
+    for i in order[: n - sum(counts)]:
+        counts[i] += 1
+    out = [name for name, c in zip(names, counts) for _ in range(c)]
+    random.Random(f"augur-lab/soak-plan/{seed}").shuffle(out)
+    return out
+
+
+def make_soak_run(dataset_seed: int, index: int, variant: str, soak_s: float) -> RunSpec:
+    """Run `index` of a soak session: the variant's parameters (own seed, scale 1) with the
+    soak's duration and light CPU. `params["soak_s"]` marks it as a soak run."""
+    if variant not in SOAK_VARIANTS:
+        raise ValueError(f"{variant} is not a soak variant ({', '.join(SOAK_VARIANTS)})")
+    if soak_s <= 0:
+        raise ValueError("soak duration must be positive")
+    return make_run(dataset_seed, index, variant, 1.0, soak=soak_s)
 
 
 def schedule_text(spec: RunSpec) -> str:

@@ -614,9 +614,13 @@ discovery_interval = "1s"
     # -- main ---------------------------------------------------------------------------
     def main(self) -> int:
         a = self.args
-        variants = families.select_variants(a.families)
-        names = families.plan(a.runs, a.seed, variants)
-        self.runs = [Run(families.make_run(a.seed, i, v, a.scale), self.out) for i, v in enumerate(names)]
+        if a.soak:
+            names = families.soak_plan(a.runs, a.seed)
+            self.runs = [Run(families.make_soak_run(a.seed, i, v, a.soak), self.out) for i, v in enumerate(names)]
+        else:
+            variants = families.select_variants(a.families)
+            names = families.plan(a.runs, a.seed, variants)
+            self.runs = [Run(families.make_run(a.seed, i, v, a.scale), self.out) for i, v in enumerate(names)]
         self.preflight()
         self.out.mkdir(parents=True, exist_ok=True)
         if self.labels_path.exists():
@@ -670,6 +674,9 @@ discovery_interval = "1s"
             "name": self.args.name,
             "seed": self.args.seed,
             "scale": self.args.scale,
+            "mode": "soak" if self.args.soak else "lab",
+            "soak_s": self.args.soak,
+            "workload_hours": round(sum((r["end_ms"] or r["removed_ms"]) - r["start_ms"] for r in recs if r["start_ms"]) / 3.6e6, 2),
             "runs_planned": len(self.runs),
             "runs_recorded": len(recs),
             "runs_by_variant": by_variant,
@@ -751,11 +758,19 @@ def default_root() -> Path:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--runs", type=int, default=220, help="runs to record (default 220)")
+    p.add_argument("--runs", type=int, help="runs to record (default 220; 64 with --soak)")
+    p.add_argument(
+        "--soak",
+        type=parse_duration,
+        help="soak mode: --runs long runs (all at once unless --concurrency says otherwise) of the "
+        "variants that must not be called failures (steady, bursty, periodic, GC sawtooth, cache "
+        "plateau, page cache) at varied sizes and limits, light on CPU, each lasting this long "
+        "(e.g. 33m); measures false alarms per workload-day. Default name soak-<UTC date and time>",
+    )
     p.add_argument("--seed", type=int, default=1, help="dataset seed: run variants and parameters")
     p.add_argument("--families", nargs="*", help="only these families or family.variant names")
     p.add_argument("--scale", type=float, default=1.0, help="multiplies every time parameter (0.5 = runs half as long)")
-    p.add_argument("--concurrency", type=int, default=24, help="runs at once (default 24)")
+    p.add_argument("--concurrency", type=int, help="runs at once (default 24; --runs with --soak)")
     p.add_argument("--cpu-budget", type=float, default=1.5, help="sum of the concurrent runs' CPU ceilings (quota or duty), cores (default 1.5)")
     p.add_argument(
         "--cpu-shares",
@@ -764,7 +779,12 @@ def parse_args(argv=None):
         help="weight of the whole lab against other processes when the CPUs are busy (v1 cpu.shares "
         "scale, 1024 = one process; default 3072). Runs stay capped by their quotas and --cpu-budget.",
     )
-    p.add_argument("--mem-budget", type=parse_size, default=8 * GiB, help="sum of concurrent runs' memory limits (default 8GiB)")
+    p.add_argument(
+        "--mem-budget",
+        type=parse_size,
+        help="sum of concurrent runs' memory limits (default 8GiB; 32GiB with --soak, whose runs use "
+        "a fraction of their limits; --min-free still applies)",
+    )
     p.add_argument("--min-free", type=parse_size, default=4 * GiB, help="MemAvailable kept free when starting a run (default 4GiB)")
     p.add_argument("--max-wall", type=parse_duration, default=55 * 60, help="runs that would end later are skipped (default 55m)")
     p.add_argument("--prefix", default="augur-lab", help="cgroup prefix (default augur-lab)")
@@ -775,8 +795,17 @@ def parse_args(argv=None):
     p.add_argument("--host-id", help="agent host id (default lab-<hostname>)")
     p.add_argument("--cleanup-only", action="store_true", help="remove what a crashed session left, then exit")
     a = p.parse_args(argv)
+    if a.runs is None:
+        a.runs = 64 if a.soak else 220
+    if a.concurrency is None:
+        a.concurrency = a.runs if a.soak else 24
+    if a.mem_budget is None:
+        a.mem_budget = 32 * GiB if a.soak else 8 * GiB
+    if a.soak is not None and a.soak <= 0:
+        p.error("--soak must be a positive duration")
     if not a.name:
-        a.name = "lab-" + datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M")
+        kind = "soak-" if a.soak else "lab-"
+        a.name = kind + datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M")
     if a.out is None:
         a.out = default_root() / a.name
     a.out = a.out.resolve()

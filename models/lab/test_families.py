@@ -154,5 +154,44 @@ class Schedules(unittest.TestCase):
         self.assertAlmostEqual(float(t), r.schedule[-1][0])
 
 
+class Soak(unittest.TestCase):
+    def test_plan_shares_and_determinism(self):
+        p = families.soak_plan(64, 1)
+        self.assertEqual(len(p), 64)
+        self.assertEqual(p, families.soak_plan(64, 1))
+        self.assertNotEqual(p, families.soak_plan(64, 2))
+        self.assertEqual(set(p), set(families.SOAK_VARIANTS))
+        total = sum(families.SOAK_VARIANTS.values())
+        for v, w in families.SOAK_VARIANTS.items():
+            self.assertAlmostEqual(p.count(v), 64 * w / total, delta=1)
+
+    def test_soak_runs_are_long_light_and_never_fail_by_design(self):
+        runs = [families.make_soak_run(1, i, v, 1980.0) for i, v in enumerate(families.soak_plan(64, 1))]
+        for r in runs:
+            self.assertEqual(r.duration, 1980.0, r.variant)
+            self.assertIsNone(r.designed)
+            self.assertEqual(r.params["soak_s"], 1980.0)
+            if r.mode == "mem":
+                self.assertEqual(r.schedule[-1][0], 1980.0)
+                self.assertLess(max(v for _, v, _ in r.schedule), r.memory_limit, r.variant)
+                self.assertLessEqual(max(d for _, _, d in r.schedule), 0.6 * families.SOAK_CPU + 1e-9, r.variant)
+        # light on CPU: 64 at once fit the default 1.5-core budget
+        self.assertLess(sum(r.cpu_cost for r in runs), 1.5)
+
+    def test_same_draws_as_the_normal_run(self):
+        # soak changes duration and CPU only: the variant's size and limit come from the same stream
+        for v in families.SOAK_VARIANTS:
+            a = families.make_run(3, 5, v)
+            b = families.make_soak_run(3, 5, v, 1200.0)
+            self.assertEqual(a.memory_limit, b.memory_limit, v)
+            self.assertNotIn("soak_s", a.params)
+
+    def test_rejects_failure_variants_and_bad_durations(self):
+        with self.assertRaises(ValueError):
+            families.make_soak_run(1, 0, "leak.linear", 600.0)
+        with self.assertRaises(ValueError):
+            families.make_soak_run(1, 0, "normal.steady", 0)
+
+
 if __name__ == "__main__":
     unittest.main()
