@@ -27,6 +27,8 @@ pub struct AggregatorConfig {
     pub ingest: IngestConfig,
     pub storage: StorageConfig,
     pub predict: PredictSection,
+    /// The closed loop: policies, safety limits, sets, tiers (see `remediate::policy`).
+    pub remediation: crate::remediate::policy::RemediationConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -119,6 +121,7 @@ impl Default for AggregatorConfig {
             ingest: IngestConfig::default(),
             storage: StorageConfig::default(),
             predict: PredictSection::default(),
+            remediation: Default::default(),
         }
     }
 }
@@ -256,6 +259,7 @@ impl AggregatorConfig {
         if p.subscriber_buffer == 0 || p.subscriber_buffer > 1 << 20 {
             return bad(format!("predict.subscriber_buffer must be 1..=1048576 (got {})", p.subscriber_buffer));
         }
+        self.remediation.validate().map_err(|e| ConfigError::Invalid(e.to_string()))?;
         for (n, r) in s.retention.iter().enumerate() {
             if r.match_labels.is_empty() && r.resource_prefix.is_none() {
                 return bad(format!(
