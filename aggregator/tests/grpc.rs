@@ -16,6 +16,9 @@ use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::Channel;
 use tonic::{Code, Status, Streaming};
 
+#[path = "grpc/closed_loop.rs"]
+mod closed_loop;
+
 struct Server {
     url: String,
     stop: Option<oneshot::Sender<()>>,
