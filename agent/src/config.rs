@@ -203,7 +203,10 @@ impl AgentConfig {
             return bad(format!("actions.queue must be between 1 and 4096 (got {})", self.actions.queue));
         }
         if self.actions.ledger_max_entries < 16 {
-            return bad(format!("actions.ledger_max_entries must be at least 16 (got {})", self.actions.ledger_max_entries));
+            return bad(format!(
+                "actions.ledger_max_entries must be at least 16 (got {})",
+                self.actions.ledger_max_entries
+            ));
         }
         if self.actions.undo_timeout.is_zero() {
             return bad("actions.undo_timeout must be above 0".into());
@@ -242,7 +245,8 @@ mod tests {
 
     #[test]
     fn workload_fixture_is_valid_and_complete() {
-        let p = augur_core::testing::crate_dir(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config/valid-workloads.toml");
+        let p = augur_core::testing::crate_dir(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/config/valid-workloads.toml");
         let cfg = AgentConfig::load(&p).expect("valid-workloads.toml must be valid");
         let names: Vec<&str> = cfg.workloads.iter().map(|w| w.name.as_str()).collect();
         assert_eq!(names, ["web", "db", "lb"]);

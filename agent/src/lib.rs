@@ -72,6 +72,8 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
     let stats = Arc::new(AgentStats::default());
     let new_data = Arc::new(Notify::new());
 
+    let mut cfg = cfg;
+    workload::sample_workload_cgroups(&mut cfg.workloads, &mut cfg.containers.cgroups);
     let mut labels = cfg.labels.clone();
     if let Ok(v) = sysinfo::System::kernel_version() {
         labels.entry("kernel".into()).or_insert(v);
@@ -92,16 +94,6 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
     .context("opening the command ledger")?;
     info!(workloads = cfg.workloads.len(), ledger_entries = executor.ledger().len(), "command executor ready");
     let actions = actuator::spawn(executor);
-
-    // Workloads with a cgroup are sampled under their own name (cgroup/<name>), the
-    // resource Hello announces for them.
-    let mut cfg = cfg;
-    for w in &cfg.workloads.clone() {
-        if let Some(path) = &w.cgroup
-            && !cfg.containers.cgroups.iter().any(|c| c.name == w.name || &c.path == path) {
-                cfg.containers.cgroups.push(sampler::NamedCgroup { name: w.name.clone(), path: path.clone() });
-            }
-    }
 
     let ticker = tick::Ticker::start(
         &cfg,

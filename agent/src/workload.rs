@@ -42,6 +42,11 @@ pub struct WorkloadConfig {
     pub name: String,
     #[serde(default)]
     pub kind: WorkloadKind,
+    /// Resource its samples are reported under, when the default is not right (the
+    /// default: `cgroup/<name>` with `cgroup`, else `service/<unit>` with `unit`, else
+    /// `workload/<name>`), e.g. `container/<id12>` for a discovered container.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub resource: String,
     /// Cgroup path relative to each hierarchy's root (`apps/web`): resize writes its
     /// control files (cgroup v2 `memory.max`, `memory.high`, `cpu.max`, or the v1 equivalents).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -283,6 +288,7 @@ impl WorkloadConfig {
         WorkloadConfig {
             name: name.into(),
             kind: WorkloadKind::Stateless,
+            resource: String::new(),
             cgroup: None,
             unit: None,
             pidfile: None,
@@ -305,7 +311,9 @@ impl WorkloadConfig {
 
     /// The resource its samples are reported under.
     pub fn resource(&self) -> String {
-        if self.cgroup.is_some() {
+        if !self.resource.is_empty() {
+            self.resource.clone()
+        } else if self.cgroup.is_some() {
             format!("cgroup/{}", self.name)
         } else if let Some(u) = &self.unit {
             format!("service/{u}")
@@ -344,17 +352,20 @@ impl WorkloadConfig {
             }
         }
         if let Some(u) = &self.unit
-            && (!valid_name(u) || !u.contains('.')) {
-                return err(format!("unit {u:?} must be a unit name like web.service or web@.service"));
-            }
+            && (!valid_name(u) || !u.contains('.'))
+        {
+            return err(format!("unit {u:?} must be a unit name like web.service or web@.service"));
+        }
         if let Some(p) = &self.process
-            && (p.is_empty() || p.len() > 15 || p.contains('/')) {
-                return err(format!("process {p:?} must be a process name (comm, at most 15 characters)"));
-            }
+            && (p.is_empty() || p.len() > 15 || p.contains('/'))
+        {
+            return err(format!("process {p:?} must be a process name (comm, at most 15 characters)"));
+        }
         if let Some(p) = &self.pidfile
-            && !p.is_absolute() {
-                return err(format!("pidfile {} must be an absolute path", p.display()));
-            }
+            && !p.is_absolute()
+        {
+            return err(format!("pidfile {} must be an absolute path", p.display()));
+        }
         let locatable =
             self.cgroup.is_some() || self.unit.is_some() || self.pidfile.is_some() || self.process.is_some();
         if self.allows("resize") && !locatable {
@@ -451,6 +462,26 @@ pub fn validate_workloads(ws: &[WorkloadConfig]) -> Result<(), String> {
     Ok(())
 }
 
+/// Makes every workload with a cgroup sampled under the resource Hello announces for it:
+/// a cgroup already named in `[[containers.cgroups]]` keeps its name (the workload's
+/// resource becomes `cgroup/<that name>`); otherwise it is added as `cgroup/<workload>`.
+/// Workloads with an explicit `resource` are left as they are.
+pub fn sample_workload_cgroups(ws: &mut [WorkloadConfig], named: &mut Vec<crate::sampler::NamedCgroup>) {
+    for w in ws.iter_mut().filter(|w| w.resource.is_empty()) {
+        let Some(path) = w.cgroup.clone() else { continue };
+        if let Some(n) = named.iter().find(|n| n.path.trim_matches('/') == path.trim_matches('/')) {
+            w.resource = format!("cgroup/{}", n.name);
+        } else if named.iter().any(|n| n.name == w.name) {
+            // The name is taken by another cgroup: sample this one under a distinct name.
+            let name = format!("workload-{}", w.name);
+            w.resource = format!("cgroup/{name}");
+            named.push(crate::sampler::NamedCgroup { name, path });
+        } else {
+            named.push(crate::sampler::NamedCgroup { name: w.name.clone(), path });
+        }
+    }
+}
+
 /// What Hello announces for each workload.
 pub fn declared(ws: &[WorkloadConfig]) -> Vec<augur_proto::v1::DeclaredWorkload> {
     ws.iter()
@@ -522,6 +553,24 @@ mod tests {
         assert!(validate_workloads(std::slice::from_ref(&w)).expect_err("no unit").contains("hooks.restart"));
         w.allowed_actions = vec!["health".into()];
         assert!(validate_workloads(&[w.clone(), w]).expect_err("twice").contains("declared twice"));
+    }
+
+    #[test]
+    fn workload_cgroups_are_sampled_under_the_resource_hello_announces() {
+        let mut a = WorkloadConfig::named("web");
+        a.cgroup = Some("apps/web".into());
+        let mut b = WorkloadConfig::named("db");
+        b.cgroup = Some("apps/db".into());
+        let mut c = WorkloadConfig::named("api");
+        c.cgroup = Some("apps/api".into());
+        c.resource = "container/0123456789ab".into();
+        let mut ws = vec![a, b, c];
+        let mut named = vec![crate::sampler::NamedCgroup { name: "database".into(), path: "/apps/db".into() }];
+        sample_workload_cgroups(&mut ws, &mut named);
+        let resources: Vec<String> = ws.iter().map(WorkloadConfig::resource).collect();
+        assert_eq!(resources, ["cgroup/web", "cgroup/database", "container/0123456789ab"]);
+        let names: Vec<&str> = named.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["database", "web"]);
     }
 
     #[test]

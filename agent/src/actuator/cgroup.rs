@@ -235,7 +235,11 @@ pub fn plan_resize(target: &CgroupTarget, r: &Resize, limits: &LimitsConfig) -> 
                     .filter(|p| *p > 0)
                     .unwrap_or(DEFAULT_PERIOD_US);
                 let quota = quota_us(c, period);
-                plan.details.insert("previous.cpu_max".into(), previous.clone());
+                let cores = match previous.split_whitespace().next() {
+                    Some(q) if q != "max" => q.parse::<f64>().map(|q| (q / period as f64).to_string()).ok(),
+                    _ => None,
+                };
+                plan.details.insert("previous.cpu_max".into(), cores.unwrap_or_else(|| "max".into()));
                 plan.push(
                     Step::Write { path: file.clone(), value: format!("{quota} {period}"), memory_guard: None },
                     vec![Step::Write { path: file, value: previous, memory_guard: None }],
@@ -255,9 +259,10 @@ pub fn plan_resize(target: &CgroupTarget, r: &Resize, limits: &LimitsConfig) -> 
                 }
                 for k in ["previous.memory_max", "previous.memory_high"] {
                     if let Some(p) = plan.details.get_mut(k)
-                        && p.parse::<u64>().is_ok_and(|n| n >= V1_UNLIMITED) {
-                            *p = "max".into();
-                        }
+                        && p.parse::<u64>().is_ok_and(|n| n >= V1_UNLIMITED)
+                    {
+                        *p = "max".into();
+                    }
                 }
             }
             if let Some(c) = r.cpu_max {

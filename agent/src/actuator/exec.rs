@@ -91,9 +91,10 @@ pub fn hook_argv(argv: &[String], instance: Option<&str>) -> Vec<String> {
 
 fn action_step(systemctl: &str, w: &WorkloadConfig, action: &str, instance: Option<&str>) -> Result<Step, String> {
     if let Some(h) = &w.hooks
-        && let Some(argv) = h.get(action) {
-            return Ok(Step::Run { argv: hook_argv(argv, instance), timeout_ms: h.timeout.as_millis() as u64 });
-        }
+        && let Some(argv) = h.get(action)
+    {
+        return Ok(Step::Run { argv: hook_argv(argv, instance), timeout_ms: h.timeout.as_millis() as u64 });
+    }
     let unit = w.unit.as_deref().ok_or_else(|| format!("workload has neither a unit nor a hooks.{action}"))?;
     let unit = systemd::instance_unit(unit, instance)?;
     Ok(Step::Run { argv: systemd::lifecycle_argv(systemctl, action, &unit), timeout_ms: 90_000 })

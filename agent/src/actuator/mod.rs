@@ -367,9 +367,10 @@ impl Executor {
             );
             describe_plan(&plan, &mut out.details);
             if plan.health_check
-                && let Some(h) = &w.health {
-                    out.details.insert("would.health".into(), health::describe(h));
-                }
+                && let Some(h) = &w.health
+            {
+                out.details.insert("would.health".into(), health::describe(h));
+            }
             return out;
         }
         self.apply(&env, &w, plan, deadline).await
@@ -378,10 +379,13 @@ impl Executor {
     async fn plan(&self, w: &WorkloadConfig, env: &Envelope) -> Result<Plan, String> {
         match &env.spec {
             CommandSpec::Resize(r) => {
-                if w.cgroup.is_none() && w.pidfile.is_none() && w.process.is_none()
-                    && let Some(unit) = &w.unit {
-                        return systemd::plan_resize(&*self.runner, &self.cfg.systemctl, unit, r, &w.limits).await;
-                    }
+                if w.cgroup.is_none()
+                    && w.pidfile.is_none()
+                    && w.process.is_none()
+                    && let Some(unit) = &w.unit
+                {
+                    return systemd::plan_resize(&*self.runner, &self.cfg.systemctl, unit, r, &w.limits).await;
+                }
                 let target = cgroup::locate_workload(&self.cfg.cgroup_root, &self.cfg.proc_root, w)?;
                 cgroup::plan_resize(&target, r, &w.limits)
             }
@@ -461,8 +465,12 @@ impl Executor {
             }
         }
         err_details(&mut details, &plan);
+        // What stays in the ledger for a later rollback: everything, unless the command
+        // failed and was undone completely (or changed nothing).
+        let mut keep_undo = true;
         let mut out = if let Some(why) = failure {
-            let undone = self.undo(&undo, &mut details).await;
+            let (undone, complete) = self.undo(&undo, &mut details).await;
+            keep_undo = !complete;
             Outcome::new(
                 Status::Failed,
                 if undo.is_empty() { format!("{why}; nothing was changed") } else { format!("{why}; {undone}") },
@@ -479,9 +487,12 @@ impl Executor {
                         if undo.is_empty() {
                             Outcome::new(Status::Failed, format!("health check failed: {m}; this action has no undo"))
                         } else {
-                            let undone = self.undo(&undo, &mut details).await;
-                            undo.clear();
-                            Outcome::new(Status::RolledBack, format!("health check failed: {m}; {undone}"))
+                            let (undone, complete) = self.undo(&undo, &mut details).await;
+                            keep_undo = !complete;
+                            Outcome::new(
+                                if complete { Status::RolledBack } else { Status::Failed },
+                                format!("health check failed: {m}; {undone}"),
+                            )
                         }
                     }
                 },
@@ -490,15 +501,16 @@ impl Executor {
         } else {
             Outcome::new(Status::Succeeded, "applied")
         };
-        if out.status != Status::Succeeded {
+        if !keep_undo {
             undo.clear();
         }
         out.details = details;
         if out.status == Status::Succeeded
             && let CommandSpec::Config { template, .. } = &env.spec
-                && let Some(t) = w.template(template) {
-                    template::prune_backups(&self.cfg.state_dir, &w.name, t);
-                }
+            && let Some(t) = w.template(template)
+        {
+            template::prune_backups(&self.cfg.state_dir, &w.name, t);
+        }
         if let Err(e) = self.ledger.finish(seq, out.status, &out.message, &out.details, undo) {
             warn!(command = %env.id, error = %e, "cannot record the outcome in the ledger");
             out.details.insert("ledger_error".into(), e.to_string());
@@ -508,7 +520,7 @@ impl Executor {
 
     /// Runs undo steps in order under `undo_timeout`; a guarded memory write that would go
     /// below usage is skipped (never OOM the workload to undo). Says what happened.
-    async fn undo(&self, steps: &[Step], details: &mut BTreeMap<String, String>) -> String {
+    async fn undo(&self, steps: &[Step], details: &mut BTreeMap<String, String>) -> (String, bool) {
         let deadline = Instant::now() + self.cfg.undo_timeout;
         let mut failed = Vec::new();
         let mut skipped = Vec::new();
@@ -527,9 +539,9 @@ impl Executor {
             }
         }
         match (failed.is_empty(), skipped.is_empty()) {
-            (true, true) => "undone".into(),
-            (true, false) => format!("undone except: {}", skipped.join("; ")),
-            (false, _) => format!("UNDO INCOMPLETE: {}", failed.join("; ")),
+            (true, true) => ("undone".into(), true),
+            (true, false) => (format!("undone except: {}", skipped.join("; ")), true),
+            (false, _) => (format!("UNDO INCOMPLETE: {}", failed.join("; ")), false),
         }
     }
 
@@ -594,8 +606,7 @@ impl Executor {
         };
         let mut details = BTreeMap::new();
         details.insert("rolled_back".into(), target.into());
-        let undone = self.undo(&orig.undo, &mut details).await;
-        let ok = !undone.starts_with("UNDO INCOMPLETE");
+        let (undone, ok) = self.undo(&orig.undo, &mut details).await;
         let mut out = Outcome::new(
             if ok { Status::Succeeded } else { Status::Failed },
             format!("command {target} ({}): {undone}", orig.kind),
