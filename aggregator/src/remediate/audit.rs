@@ -354,7 +354,9 @@ impl AuditLog {
         self.head.lock().unwrap_or_else(PoisonError::into_inner).seq
     }
 
-    /// Matching records in ascending sequence order. Blocking (scans the store).
+    /// Matching records in ascending sequence order. Blocking: reads the store from the
+    /// first record that can match (a time bound is found by binary search, as record times
+    /// never go backwards) and stops at the limit; `newest` reads backwards from the end.
     pub fn query(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>, AuditError> {
         if let (Some(a), Some(b)) = (q.since_ms, q.until_ms)
             && a > b
@@ -362,35 +364,86 @@ impl AuditLog {
             return Err(AuditError::BadQuery(format!("since_ms {a} is after until_ms {b}")));
         }
         let limit = if q.limit == 0 { DEFAULT_QUERY_LIMIT } else { q.limit };
-        let mut out = std::collections::VecDeque::new();
-        let mut from = q.after_seq.map_or(1, |s| s.saturating_add(1));
-        'pages: loop {
-            let page = self.store.audit_scan(from, PAGE)?;
-            let Some(&(last, _)) = page.last() else { break };
-            for (seq, bytes) in &page {
-                let r = decode(*seq, bytes)?;
-                // Record times never go backwards, so nothing later can match.
-                if q.until_ms.is_some_and(|t| r.time_ms >= t) {
-                    break 'pages;
-                }
-                if q.matches(&r) {
-                    out.push_back(r);
-                    if out.len() > limit {
-                        if q.newest {
-                            out.pop_front();
-                        } else {
-                            out.pop_back();
-                            break 'pages;
+        let after = q.after_seq.unwrap_or(0);
+        let mut out = Vec::new();
+        if q.newest {
+            let mut before = match q.until_ms {
+                Some(t) => self.first_seq_at_or_after(t)?,
+                None => u64::MAX,
+            };
+            'back: loop {
+                let page = self.store.audit_scan_back(before, PAGE)?;
+                let Some(&(oldest, _)) = page.last() else { break };
+                for (seq, bytes) in &page {
+                    if *seq <= after {
+                        break 'back;
+                    }
+                    let r = decode(*seq, bytes)?;
+                    if q.since_ms.is_some_and(|t| r.time_ms < t) {
+                        break 'back;
+                    }
+                    if q.matches(&r) {
+                        out.push(r);
+                        if out.len() >= limit {
+                            break 'back;
                         }
                     }
                 }
+                if page.len() < PAGE {
+                    break;
+                }
+                before = oldest;
             }
-            if page.len() < PAGE || last == u64::MAX {
-                break;
+            out.reverse();
+        } else {
+            let mut from = after.saturating_add(1);
+            if let Some(t) = q.since_ms {
+                from = from.max(self.first_seq_at_or_after(t)?);
             }
-            from = last + 1;
+            'fwd: loop {
+                let page = self.store.audit_scan(from, PAGE)?;
+                let Some(&(last, _)) = page.last() else { break };
+                for (seq, bytes) in &page {
+                    let r = decode(*seq, bytes)?;
+                    if q.until_ms.is_some_and(|t| r.time_ms >= t) {
+                        break 'fwd;
+                    }
+                    if q.matches(&r) {
+                        out.push(r);
+                        if out.len() >= limit {
+                            break 'fwd;
+                        }
+                    }
+                }
+                if page.len() < PAGE || last == u64::MAX {
+                    break;
+                }
+                from = last + 1;
+            }
         }
-        Ok(out.into())
+        Ok(out)
+    }
+
+    /// The first sequence number whose record is at or after `t_ms` (one past the head when
+    /// none is): record times never go backwards, so a binary search over sequence numbers
+    /// finds it in O(log n) point reads.
+    fn first_seq_at_or_after(&self, t_ms: i64) -> Result<u64, AuditError> {
+        let (mut lo, mut hi) = (1u64, self.head_seq().saturating_add(1));
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.store.audit_scan(mid, 1)?.into_iter().next() {
+                Some((seq, bytes)) if seq < hi => {
+                    if decode(seq, &bytes)?.time_ms >= t_ms {
+                        hi = mid;
+                    } else {
+                        lo = seq + 1;
+                    }
+                }
+                // Nothing stored in [mid, hi).
+                _ => hi = mid,
+            }
+        }
+        Ok(lo)
     }
 
     /// Walks the whole chain and reports the first broken link. Blocking.
@@ -583,6 +636,57 @@ mod tests {
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].seq, PAGE as u64 + 4);
         assert_eq!(log.verify().expect("verify").records, PAGE as u64 + 5);
+    }
+
+    #[test]
+    fn queries_match_a_plain_filter_over_every_record_across_pages_both_ways() {
+        let log = log_at(Arc::new(MemoryStore::new(StoreOptions::default())));
+        let kinds = [AuditKind::Decision, AuditKind::Command, AuditKind::Outcome];
+        let all: Vec<AuditRecord> = (0..(2 * PAGE + 300))
+            .map(|i| {
+                let e = entry(&format!("a{}", i % 97), kinds[i % 3], ["web", "db", "lb"][i % 5 % 3], json!(i));
+                log.append(e).expect("append")
+            })
+            .collect();
+        let t_end = all.last().expect("records").time_ms + 10;
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = |n: u64| {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (x >> 33) % n
+        };
+        for _ in 0..300 {
+            let mut q = AuditQuery::default();
+            if next(3) == 0 {
+                q.action_id = Some(format!("a{}", next(100)));
+            }
+            if next(3) == 0 {
+                q.resource = Some(["web", "db", "lb"][next(3) as usize].into());
+            }
+            if next(3) == 0 {
+                q.kind = Some(kinds[next(3) as usize]);
+            }
+            if next(2) == 0 {
+                q.since_ms = Some(900 + next((t_end - 800) as u64) as i64);
+            }
+            if next(2) == 0 {
+                q.until_ms = Some(q.since_ms.unwrap_or(900) + next(30_000) as i64);
+            }
+            if next(3) == 0 {
+                q.after_seq = Some(next(all.len() as u64 + 5));
+            }
+            q.limit = [0, 1, 7, 500, 5000][next(5) as usize];
+            q.newest = next(2) == 0;
+            let matching: Vec<&AuditRecord> =
+                all.iter().filter(|r| q.matches(r) && q.after_seq.is_none_or(|a| r.seq > a)).collect();
+            let limit = if q.limit == 0 { DEFAULT_QUERY_LIMIT } else { q.limit };
+            let want: Vec<u64> = if q.newest {
+                matching[matching.len().saturating_sub(limit)..].iter().map(|r| r.seq).collect()
+            } else {
+                matching.iter().take(limit).map(|r| r.seq).collect()
+            };
+            let got: Vec<u64> = log.query(&q).expect("query").iter().map(|r| r.seq).collect();
+            assert_eq!(got, want, "{q:?}");
+        }
     }
 
     #[test]

@@ -452,6 +452,17 @@ pub(crate) fn audit_records_are_append_only_and_ordered(make: Make<'_>) {
     assert!(s.audit_scan(u64::MAX, 5).expect("scan").is_empty());
     assert_eq!(s.audit_last().expect("last"), Some((u64::MAX - 1, format!("rec-{}", u64::MAX - 1).into_bytes())));
     assert!(s.audit_scan(0, 0).expect("scan").is_empty());
+    // Backwards: strictly below `before_seq`, newest first.
+    let back = |before: u64, limit: usize| -> Vec<u64> {
+        s.audit_scan_back(before, limit).expect("scan back").into_iter().map(|(q, _)| q).collect()
+    };
+    assert_eq!(back(u64::MAX, 10), vec![u64::MAX - 1, 65_536, 256, 255, 2, 1]);
+    assert_eq!(back(256, 2), vec![255, 2]);
+    assert_eq!(back(257, 1), vec![256]);
+    assert_eq!(s.audit_scan_back(3, 5).expect("scan back")[0], (2, b"rec-2".to_vec()));
+    assert!(back(1, 10).is_empty());
+    assert!(back(0, 10).is_empty());
+    assert!(back(u64::MAX, 0).is_empty());
 }
 
 /// Model state: put replaces, get and delete by key, prefix listing in key order (a

@@ -410,6 +410,10 @@ impl Store for MemoryStore {
         Ok(self.read().audit.range(from_seq..).take(limit).map(|(k, v)| (*k, v.clone())).collect())
     }
 
+    fn audit_scan_back(&self, before_seq: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        Ok(self.read().audit.range(..before_seq).rev().take(limit).map(|(k, v)| (*k, v.clone())).collect())
+    }
+
     fn audit_last(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
         Ok(self.read().audit.last_key_value().map(|(k, v)| (*k, v.clone())))
     }

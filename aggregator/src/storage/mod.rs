@@ -233,6 +233,9 @@ pub trait Store: Send + Sync + 'static {
     /// Audit records with `seq >= from_seq`, ascending, at most `limit`.
     fn audit_scan(&self, from_seq: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
 
+    /// Audit records with `seq < before_seq`, descending, at most `limit` (newest first).
+    fn audit_scan_back(&self, before_seq: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
+
     /// The audit record with the highest sequence number.
     fn audit_last(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError>;
 

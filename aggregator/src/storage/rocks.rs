@@ -824,6 +824,23 @@ impl Store for RocksStore {
         Ok(out)
     }
 
+    fn audit_scan_back(&self, before_seq: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let mut out = Vec::new();
+        if before_seq == 0 || limit == 0 {
+            return Ok(out);
+        }
+        let cf = layout::cf(&self.db, CF_AUDIT)?;
+        let mut it = self.db.raw_iterator_cf(cf);
+        it.seek_for_prev(layout::audit_key(before_seq - 1));
+        while out.len() < limit {
+            let (Some(k), Some(v)) = (it.key(), it.value()) else { break };
+            out.push((layout::decode_audit_key(k)?, v.to_vec()));
+            it.prev();
+        }
+        it.status().map_err(engine)?;
+        Ok(out)
+    }
+
     fn audit_last(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
         let cf = layout::cf(&self.db, CF_AUDIT)?;
         let mut it = self.db.raw_iterator_cf(cf);
@@ -943,6 +960,9 @@ mod tests {
         }
         fn audit_scan(&self, from_seq: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
             self.store.audit_scan(from_seq, limit)
+        }
+        fn audit_scan_back(&self, before_seq: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+            self.store.audit_scan_back(before_seq, limit)
         }
         fn audit_last(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
             self.store.audit_last()
