@@ -580,6 +580,18 @@ impl Executor {
         let Some(orig) = self.ledger.get(target).cloned() else {
             return Outcome::refused(format!("command {target:?} is not in the ledger: nothing to undo"));
         };
+        if !env.resource.is_empty() && env.resource != orig.resource {
+            return Outcome::refused(format!(
+                "command {target:?} acted on {:?}, not on {:?}: nothing done",
+                orig.resource, env.resource
+            ));
+        }
+        if !env.resource.is_empty() && env.resource != orig.resource {
+            return Outcome::refused(format!(
+                "command {target:?} acted on {:?}, not on {:?}: nothing done",
+                orig.resource, env.resource
+            ));
+        }
         if let Some(by) = &orig.undone_by {
             return Outcome::refused(format!("command {target:?} was already undone by {by:?}"));
         }

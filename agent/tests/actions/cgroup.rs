@@ -257,3 +257,36 @@ async fn v2_undo_never_sets_a_limit_below_current_usage() {
     assert!(o.details.get("undo.1.skipped").is_some_and(|m| m.contains("below current usage")), "{o:?}");
     assert_eq!(read(&dir.join("memory.max")), "536870912", "the raised limit stays");
 }
+
+#[tokio::test]
+async fn an_incomplete_undo_is_reported_failed_and_can_be_retried_by_a_rollback() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let state = tempfile::tempdir().expect("tempdir");
+    let dir = v2_fixture(root.path(), "max", 100 << 20);
+    let cpu_max = dir.join("cpu.max");
+    // The health check fails and takes cpu.max away, so the undo cannot write it back.
+    let mut w = workload("web", "apps/web");
+    let hidden = dir.join("cpu.max.hidden");
+    w.health = Some(health_command(&[
+        "sh",
+        "-c",
+        // Only the first time (the rollback runs the check again).
+        "[ -e \"$2\" ] && exit 0; touch \"$2\"; mv \"$0\" \"$1\"; exit 1",
+        &cpu_max.display().to_string(),
+        &hidden.display().to_string(),
+        &state.path().join("health-ran").display().to_string(),
+    ]));
+    let mut ex = executor(state.path(), root.path(), &[w]);
+    let o = ex.execute(&cmd("c1", "web", "resize", &[("memory_max", "1GiB"), ("cpu_max", "2")])).await;
+    assert_eq!(o.status, Status::Failed, "{o:?}");
+    assert!(o.message.contains("UNDO INCOMPLETE"), "{o:?}");
+    assert_eq!(read(&dir.join("memory.max")), "max", "the part that could be undone was");
+    // The file is back: a rollback finishes the undo from the ledger.
+    std::fs::rename(&hidden, &cpu_max).expect("put cpu.max back");
+    let o = ex.execute(&cmd("r1", "other", "rollback", &[("command_id", "c1")])).await;
+    assert_eq!(o.status, Status::Refused, "a rollback names the same workload: {o:?}");
+    let o = ex.execute(&cmd("r2", "web", "rollback", &[("command_id", "c1")])).await;
+    assert_eq!(o.status, Status::Succeeded, "{o:?}");
+    assert_eq!(read(&cpu_max), "max 100000");
+    assert_eq!(read(&dir.join("memory.max")), "max");
+}

@@ -13,6 +13,8 @@ use crate::{cmd, executor, health_command, skip};
 struct Haproxy {
     child: Child,
     socket: PathBuf,
+    /// The same runtime API on TCP (`127.0.0.1:port`).
+    tcp: String,
 }
 
 impl Drop for Haproxy {
@@ -25,10 +27,12 @@ impl Drop for Haproxy {
 fn start_haproxy(test: &str, dir: &Path) -> Option<Haproxy> {
     let socket = dir.join("admin.sock");
     let cfg = dir.join("haproxy.cfg");
+    // A free port for the TCP runtime API (bound, then released for HAProxy).
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").to_string();
     std::fs::write(
         &cfg,
         format!(
-            "global\n  stats socket {} mode 600 level admin\n\ndefaults\n  mode http\n  timeout connect 1s\n  \
+            "global\n  stats socket {} mode 600 level admin\n  stats socket ipv4@{tcp} level admin\n\ndefaults\n  mode http\n  timeout connect 1s\n  \
              timeout client 5s\n  timeout server 5s\n\nbackend app\n  balance roundrobin\n  \
              server a 127.0.0.1:18081\n  server b 127.0.0.1:18082 weight 5\n",
             socket.display()
@@ -49,7 +53,7 @@ fn start_haproxy(test: &str, dir: &Path) -> Option<Haproxy> {
             return None;
         }
     };
-    let h = Haproxy { child, socket };
+    let h = Haproxy { child, socket, tcp };
     let start = Instant::now();
     while !h.socket.exists() {
         if start.elapsed() > Duration::from_secs(10) {
@@ -146,8 +150,9 @@ async fn haproxy_unknown_backend_is_reported_by_the_runtime_api() {
     let test = "haproxy_unknown_backend_is_reported_by_the_runtime_api";
     let dir = tempfile::tempdir().expect("tempdir");
     let Some(h) = start_haproxy(test, dir.path()) else { return };
-    let hp =
-        HaproxyConfig { socket: h.socket.display().to_string(), timeout: Duration::from_secs(2), backends: vec![] };
+    // Over TCP this time.
+    let hp = HaproxyConfig { socket: h.tcp.clone(), timeout: Duration::from_secs(2), backends: vec![] };
+    assert_eq!(haproxy::servers(&hp, "app").await.expect("show over tcp")["b"].weight, 5);
     let e = haproxy::servers(&hp, "nope").await.expect_err("no such backend");
     assert!(e.contains("no backend \"nope\""), "{e}");
     let e = haproxy::run_command(&hp.socket, "set server app/a state sideways", hp.timeout).await.expect_err("bad");
