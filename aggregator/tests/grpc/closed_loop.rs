@@ -175,6 +175,77 @@ async fn a_workflow_command_reaches_only_its_host_and_the_agents_report_resolves
     agg.shutdown().await;
 }
 
+/// Runs a scripted agent: every command is logged as `host:kind arg` and answered
+/// ACCEPTED, then with `answer(command)`.
+fn script(
+    mut agent: Agent,
+    host: &'static str,
+    log: Arc<std::sync::Mutex<Vec<String>>>,
+    answer: fn(&v1::Command) -> v1::CommandStatus,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some(c) = next_command(&mut agent, Duration::from_secs(30)).await {
+            let arg =
+                ["state", "weight", "command_id"].iter().find_map(|k| c.args.get(*k)).cloned().unwrap_or_default();
+            log.lock().expect("log").push(format!("{host}:{} {arg}", c.kind).trim_end().to_owned());
+            report(&agent, &c.id, v1::CommandStatus::Accepted, "", &[]).await;
+            report(&agent, &c.id, answer(&c), "scripted", &[]).await;
+        }
+    })
+}
+
+#[tokio::test]
+async fn a_promotion_whose_drain_fails_is_rolled_back_across_hosts_over_the_wire() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agg = Aggregator::start(&dir.path().join("data")).await;
+    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let ok = |_: &v1::Command| v1::CommandStatus::Succeeded;
+    let lb = |c: &v1::Command| match c.args.get("state").map(String::as_str) {
+        Some("drain") => v1::CommandStatus::Failed,
+        _ => v1::CommandStatus::Succeeded,
+    };
+    let agents = vec![
+        script(agg.agent("app-1").await, "app-1", log.clone(), ok),
+        script(agg.agent("app-2").await, "app-2", log.clone(), ok),
+        script(agg.agent("lb-1").await, "lb-1", log.clone(), lb),
+    ];
+    let plan = ActionPlan::Promote {
+        lb: workflow::LoadBalancer { host: "lb-1".into(), workload: "haproxy".into(), backend: "app".into() },
+        primary: workflow::Member { host: "app-1".into(), workload: "web".into(), server: "s1".into() },
+        standby: workflow::Member { host: "app-2".into(), workload: "web".into(), server: "s2".into() },
+        standby_weight: Some(50),
+        remedy: workflow::Remedy::Restart,
+    };
+    let opts = RunOptions { drain_wait: Duration::from_millis(10), ..RunOptions::new("e2e-promote-1") };
+    let r = workflow::run(&plan, &agg.shared.dispatcher, &agg.shared.audit, &opts).await.expect("ran");
+    assert_eq!(r.status, WorkflowStatus::RolledBack, "{r:?}");
+    assert_eq!(
+        *log.lock().expect("log"),
+        vec![
+            "app-2:health",
+            "lb-1:traffic ready",
+            "lb-1:traffic 50",
+            "lb-1:traffic drain",
+            "lb-1:rollback e2e-promote-1-s2",
+            "lb-1:rollback e2e-promote-1-s1",
+        ],
+        "app-1 (the primary) is never touched; undo runs in reverse order"
+    );
+    let undone = agg
+        .shared
+        .audit
+        .query(&AuditQuery { action_id: Some("e2e-promote-1".into()), ..Default::default() })
+        .expect("query")
+        .iter()
+        .filter(|r| r.detail["event"] == "undone")
+        .count();
+    assert_eq!(undone, 2);
+    for a in agents {
+        a.abort();
+    }
+    agg.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_command_is_sent_again_with_the_same_id_when_its_agent_reconnects() {
     let dir = tempfile::tempdir().expect("tempdir");
