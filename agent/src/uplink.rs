@@ -200,6 +200,11 @@ async fn session(cfg: &UplinkConfig, id: &Identity, shared: &UplinkShared) -> Re
             reports_sent = last;
             last_mark = now_ms().max(last_mark + 1);
             marks.push_back((last_mark, reports_sent));
+            // An aggregator that never echoes: forget the oldest marks (their reports are
+            // sent again on the next session, which the aggregator deduplicates).
+            if marks.len() > 1024 {
+                marks.pop_front();
+            }
             tx.send(heartbeat_msg(last_mark))
                 .await
                 .map_err(|_| SessionError::Protocol("outbound stream closed".into()))?;
@@ -285,6 +290,9 @@ async fn session(cfg: &UplinkConfig, id: &Identity, shared: &UplinkShared) -> Re
             _ = heartbeat.tick() => {
                 last_mark = now_ms().max(last_mark + 1);
                 marks.push_back((last_mark, reports_sent));
+                if marks.len() > 1024 {
+                    marks.pop_front();
+                }
                 if tx.send(heartbeat_msg(last_mark)).await.is_err() {
                     return Err(SessionError::Protocol("outbound stream closed".into()));
                 }

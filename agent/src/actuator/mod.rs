@@ -356,9 +356,10 @@ impl Executor {
         if let CommandSpec::Health = env.spec {
             return self.health_command(&env, &w, deadline).await;
         }
-        let plan = match self.plan(&w, &env).await {
-            Ok(p) => p,
-            Err(why) => return Outcome::refused(why),
+        let plan = match tokio::time::timeout_at(deadline, self.plan(&w, &env)).await {
+            Ok(Ok(p)) => p,
+            Ok(Err(why)) => return Outcome::refused(why),
+            Err(_) => return Outcome::refused("deadline reached while reading the current state: nothing done"),
         };
         if env.dry_run {
             let mut out = Outcome::new(
