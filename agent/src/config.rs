@@ -244,6 +244,16 @@ mod tests {
     }
 
     #[test]
+    fn configs_with_workloads_round_trip_through_toml() {
+        // Tests and tools may build a config in code and write it out for the binary.
+        let p = augur_core::testing::crate_dir(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/config/valid-workloads.toml");
+        let cfg = AgentConfig::load(&p).expect("valid");
+        let text = toml::to_string(&cfg).expect("serialize");
+        assert_eq!(AgentConfig::parse(&text, "round trip").expect("parse back"), cfg);
+    }
+
+    #[test]
     fn workload_fixture_is_valid_and_complete() {
         let p = augur_core::testing::crate_dir(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures/config/valid-workloads.toml");
