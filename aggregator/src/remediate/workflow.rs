@@ -411,6 +411,11 @@ pub struct StepRecord {
     pub outcome: Option<CommandOutcome>,
     pub error: Option<String>,
     pub undo: Option<UndoRecord>,
+    /// When the step started and ended (Unix ms; 0 when not reached).
+    #[serde(default)]
+    pub started_ms: i64,
+    #[serde(default)]
+    pub finished_ms: i64,
 }
 
 /// The result of [`run`].
@@ -747,10 +752,13 @@ pub async fn run(
             outcome: None,
             error: None,
             undo: None,
+            started_ms: now_ms(),
+            finished_ms: 0,
         };
         if remaining.is_zero() {
             r.error = Some(format!("the workflow deadline of {:?} passed", opts.deadline));
             failure = Some((i, r.error.clone().unwrap_or_default()));
+            r.finished_ms = now_ms();
             records.push(r);
             break;
         }
@@ -777,6 +785,7 @@ pub async fn run(
                 );
                 if r.status == StepStatus::Failed {
                     failure = Some((i, r.error.clone().unwrap_or_default()));
+                    r.finished_ms = now_ms();
                     records.push(r);
                     break;
                 }
@@ -788,13 +797,14 @@ pub async fn run(
                 r.command_id = Some(id.clone());
                 r.kind = Some(spec.kind().to_owned());
                 if let Err(e) = rec.record(
-                    AuditKind::WorkflowStep,
+                    AuditKind::Command,
                     host,
                     resource,
                     json!({"event": "sent", "step": i, "name": step.name, "command": env}),
                 ) {
                     r.error = Some(format!("not sent: the audit trail failed: {e}"));
                     failure = Some((i, r.error.clone().unwrap_or_default()));
+                    r.finished_ms = now_ms();
                     records.push(r);
                     break;
                 }
@@ -826,11 +836,13 @@ pub async fn run(
                 }
                 if !ok {
                     failure = Some((i, format!("step {i} ({}): {}", step.name, r.error.clone().unwrap_or_default())));
+                    r.finished_ms = now_ms();
                     records.push(r);
                     break;
                 }
             }
         }
+        r.finished_ms = now_ms();
         records.push(r);
     }
     for (i, step) in steps.iter().enumerate().skip(records.len()) {
@@ -849,6 +861,8 @@ pub async fn run(
             outcome: None,
             error: None,
             undo: None,
+            started_ms: 0,
+            finished_ms: 0,
         });
     }
 
@@ -869,7 +883,7 @@ pub async fn run(
                 let id = command_id(opts, 'u', i);
                 let env = envelope(opts, id.clone(), host, resource, undo_spec.clone(), opts.step_timeout);
                 rec.record_or_warn(
-                    AuditKind::WorkflowStep,
+                    AuditKind::Command,
                     host,
                     resource,
                     json!({
@@ -1306,6 +1320,13 @@ mod tests {
         assert_eq!(sent.detail["command"]["spec"]["kind"], "restart");
         assert_eq!(sent.detail["command"]["target_host"], "a");
         assert!(lab.audit.verify().expect("verify").ok());
+        // Commands sent are 'command' records; their results are 'workflow_step' records.
+        let kinds: Vec<AuditKind> = recs.iter().filter(|r| r.detail["event"] == "sent").map(|r| r.kind).collect();
+        assert_eq!(kinds, vec![AuditKind::Command; 5]);
+        let wait = &r.steps[4];
+        assert_eq!(wait.status, StepStatus::Waited);
+        assert!(wait.finished_ms - wait.started_ms >= 20, "{wait:?}");
+        assert!(r.steps.windows(2).all(|w| w[0].finished_ms <= w[1].started_ms));
     }
 
     #[tokio::test]
