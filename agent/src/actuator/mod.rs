@@ -797,3 +797,68 @@ pub fn spawn(mut exec: Executor) -> ExecutorHandle {
     });
     ExecutorHandle { tx, outbox, busy: Arc::new(AtomicU64::new(0)) }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_step_round_trips_through_the_ledger_encoding() {
+        let steps = vec![
+            Step::Write {
+                path: "/sys/fs/cgroup/x/memory.max".into(),
+                value: "max".into(),
+                memory_guard: Some(MemoryGuard { usage: "/sys/fs/cgroup/x/memory.current".into(), margin: 1 << 20 }),
+            },
+            Step::Run { argv: vec!["systemctl".into(), "start".into(), "web@1.service".into()], timeout_ms: 5 },
+            Step::SystemdSet {
+                systemctl: "systemctl".into(),
+                unit: "db.service".into(),
+                props: vec![("MemoryMax".into(), "infinity".into()), ("CPUQuota".into(), String::new())],
+                memory_margin: Some(7),
+            },
+            Step::Haproxy {
+                socket: "/run/haproxy.sock".into(),
+                command: "set server a/b state drain".into(),
+                timeout_ms: 9,
+            },
+            Step::WriteFile { path: "/etc/app.conf".into(), content: "x = 1\n".into(), backup: None },
+            Step::RestoreFile { path: "/etc/app.conf".into(), backup: Some("/var/lib/b".into()) },
+        ];
+        let text = serde_json::to_string(&steps).expect("encode");
+        let back: Vec<Step> = serde_json::from_str(&text).expect("decode");
+        assert_eq!(back, steps);
+    }
+
+    #[test]
+    fn steps_describe_themselves_as_shell_would_show_them() {
+        let s = Step::Run { argv: vec!["sh".into(), "-c".into(), "echo 'hi' > f".into()], timeout_ms: 1000 };
+        assert_eq!(s.describe(), "run sh -c 'echo '\\''hi'\\'' > f' (timeout 1000ms)");
+        let s = Step::SystemdSet {
+            systemctl: "systemctl".into(),
+            unit: "db.service".into(),
+            props: vec![("CPUQuota".into(), "150%".into())],
+            memory_margin: None,
+        };
+        assert_eq!(s.describe(), "systemctl set-property --runtime db.service CPUQuota=150%");
+    }
+
+    fn report(id: &str) -> v1::CommandReport {
+        Outcome::new(Status::Succeeded, "ok").report(id)
+    }
+
+    #[test]
+    fn the_outbox_keeps_reports_until_delivered_and_drops_the_oldest_when_full() {
+        let o = Outbox::new(3);
+        for i in 0..4 {
+            o.push(report(&format!("c{i}")));
+        }
+        assert_eq!(o.dropped(), 1);
+        let ids: Vec<(u64, String)> = o.after(0).into_iter().map(|(s, r)| (s, r.command_id)).collect();
+        assert_eq!(ids, [(2, "c1".to_string()), (3, "c2".into()), (4, "c3".into())]);
+        assert_eq!(o.after(3).len(), 1);
+        o.delivered(3);
+        assert_eq!(o.pending(), 1);
+        assert_eq!(o.after(0)[0].1.command_id, "c3");
+    }
+}
