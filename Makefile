@@ -31,7 +31,7 @@ PY = $${AUGUR_VENV:-$(HOME)/.cache/augur/venv}/bin/python
 # Whole suite: style, the model pipeline's Python unit tests, then unit, component and
 # end-to-end tests (real binaries, real cgroups, real ONNX Runtime).
 test: lint build pydeps
-	@for d in models/eval models/lab models/train; do \
+	@for d in models/eval models/lab models/train models/forecast; do \
 	  [ -d $$d ] || continue; echo "python unit tests: $$d"; \
 	  "$(PY)" -m unittest discover -s $$d -t $$d -q || exit 1; \
 	done
@@ -96,8 +96,10 @@ lab-soak: deps
 # Container memory-exhaustion models (models/train/train.py): features from the aggregator's
 # own feature engine over the lab datasets in models/lab/data, one LightGBM per horizon
 # (30 s, 2 min, 10 min), Platt-calibrated on validation runs, exported to models/*.onnx with
-# models/manifest.toml and model cards in models/cards/. Fixed seeds; about a minute.
+# models/manifest.toml and model cards in models/cards/; then the ONNX quantile forecaster
+# (models/forecast/train.py) on the same recordings. Fixed seeds; about a minute.
 .PHONY: models
 models: deps pydeps
 	$(CARGO) build --release -p augur-aggregator --bins
 	@"$${AUGUR_VENV:-$(HOME)/.cache/augur/venv}/bin/python" models/train/train.py --aggregator $(RBIN)/augur-aggregator
+	@"$${AUGUR_VENV:-$(HOME)/.cache/augur/venv}/bin/python" models/forecast/train.py

@@ -101,7 +101,9 @@ pub async fn run_with(
         features: features.clone(),
         predictions: predictions.clone(),
         models: scorer.registry.clone(),
-        forecasts: Arc::new(server::ForecastState::new().context("setting up forecasting")?),
+        forecasts: Arc::new(
+            server::ForecastState::with_models(scorer.registry.as_ref()).context("setting up forecasting")?,
+        ),
         dispatcher: remediate::dispatch::Dispatcher::default(),
         audit: Arc::new(remediate::audit::AuditLog::open(store.clone()).context("opening the audit trail")?),
     });

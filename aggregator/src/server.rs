@@ -67,8 +67,19 @@ impl ForecastState {
     pub const MAX_SERIES: usize = 100_000;
 
     pub fn new() -> Result<Self, crate::forecast::ForecastError> {
+        Self::with_models(None)
+    }
+
+    /// With a model registry, its `forecast` model also competes (see `forecast::onnx_quantile`).
+    pub fn with_models(
+        models: Option<&Arc<crate::model::ModelRegistry>>,
+    ) -> Result<Self, crate::forecast::ForecastError> {
+        let candidates = crate::forecast::candidates_with_models(models);
         Ok(ForecastState {
-            forecasting: crate::forecast::Forecasting::new(crate::forecast::ForecastConfig::default())?,
+            forecasting: crate::forecast::Forecasting::with_candidates(
+                crate::forecast::ForecastConfig::default(),
+                candidates,
+            )?,
             series: Default::default(),
         })
     }

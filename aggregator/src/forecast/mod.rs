@@ -11,7 +11,9 @@
 //! Method:
 //! - Candidates ([`default_candidates`]) implement [`Forecaster`]: seasonal naive (daily
 //!   season when the history allows, else hourly, else the last value), exponential
-//!   smoothing (simple, Holt's linear trend, Holt's damped trend) and a linear trend.
+//!   smoothing (simple, Holt's linear trend, Holt's damped trend) and a linear trend; with
+//!   a model registry ([`candidates_with_models`]) also a quantile model in ONNX trained on
+//!   recorded series ([`onnx_quantile`]).
 //! - Per series and horizon, [`select`] picks one by rolling-origin cross-validation on
 //!   pinball loss averaged over the requested quantiles (see `select`).
 //! - Quantiles are the chosen model's point forecast plus the empirical quantiles of its
@@ -28,16 +30,17 @@
 //! resampling. State kept per series and horizon is a few hundred bytes. Everything here
 //! is synchronous and CPU-bound: callers run it off the async runtime.
 //!
-//! Adding a candidate (e.g. a quantile model served by ONNX Runtime through
-//! [`crate::model`]) means implementing [`Forecaster`] in a file of this folder and adding
+//! Adding a candidate means implementing [`Forecaster`] in a file of this folder and adding
 //! it to the candidate list: `forecast` gets every origin at once, so a model can batch
-//! them into one inference call; its point forecast (e.g. its median) is calibrated into
-//! quantiles by its own cross-validation residuals like any other candidate's.
+//! them into one inference call (as [`onnx_quantile`] does); its point forecast (e.g. its
+//! median) is calibrated into quantiles by its own cross-validation residuals like any
+//! other candidate's.
 //!
 //! Layout:
 //! - [`naive`]: seasonal naive.
 //! - [`ets`]: exponential smoothing (simple, Holt, damped Holt).
 //! - [`trend`]: least-squares linear trend over a fitted window.
+//! - [`onnx_quantile`]: the quantile model served through the model registry.
 //! - [`quantile`]: pinball loss, residual distributions, quantile forecasts.
 //! - [`select`]: rolling-origin cross-validation and the [`Selection`] it yields.
 //! - [`resample`]: histories onto a regular grid; step and lookback per horizon.
@@ -45,6 +48,7 @@
 
 pub mod ets;
 pub mod naive;
+pub mod onnx_quantile;
 pub mod quantile;
 pub mod resample;
 pub mod select;
@@ -58,6 +62,7 @@ use std::time::Duration;
 
 pub use ets::Ets;
 pub use naive::SeasonalNaive;
+pub use onnx_quantile::OnnxQuantile;
 pub use quantile::{ResidualQuantiles, mean_pinball, pinball};
 pub use resample::{Grid, HistoryPlan, counter_rate, plan_history, resample};
 pub use select::{CandidateScore, Selection, select};
@@ -137,6 +142,18 @@ pub fn default_candidates() -> Vec<Box<dyn Forecaster>> {
         Box::new(Ets::DAMPED),
         Box::new(LinearTrend),
     ]
+}
+
+/// The built-in candidates, then (with a model registry) the ONNX quantile model, which
+/// competes whenever the registry serves a `forecast` model (see [`onnx_quantile`]).
+pub fn candidates_with_models(
+    models: Option<&std::sync::Arc<crate::model::ModelRegistry>>,
+) -> Vec<Box<dyn Forecaster>> {
+    let mut c = default_candidates();
+    if let Some(registry) = models {
+        c.push(Box::new(OnnxQuantile::from_registry(registry.clone())));
+    }
+    c
 }
 
 /// When to re-select and how much history to use.

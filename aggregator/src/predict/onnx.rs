@@ -29,12 +29,18 @@ pub fn failure_schema(kind: ResourceKind, cfg: &FeatureConfig) -> FeatureSchema 
     }
 }
 
-/// What the aggregator accepts: failure-probability models for every resource kind.
+/// What the aggregator accepts: failure-probability models for every resource kind, and
+/// the forecast candidate's quantile model ([`crate::forecast::onnx_quantile`]).
 pub fn expected_schemas(cfg: &FeatureConfig) -> ExpectedSchemas {
-    ResourceKind::ALL
+    let mut out: ExpectedSchemas = ResourceKind::ALL
         .into_iter()
         .map(|k| ((ModelKind::FailureProbability, k.as_str().to_owned()), failure_schema(k, cfg)))
-        .collect()
+        .collect();
+    out.insert(
+        (ModelKind::Forecast, crate::forecast::onnx_quantile::RESOURCE_KIND.to_owned()),
+        crate::forecast::onnx_quantile::schema(),
+    );
+    out
 }
 
 /// Failure-probability models served from a [`ModelRegistry`].
