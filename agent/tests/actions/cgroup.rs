@@ -290,3 +290,36 @@ async fn an_incomplete_undo_is_reported_failed_and_can_be_retried_by_a_rollback(
     assert_eq!(read(&cpu_max), "max 100000");
     assert_eq!(read(&dir.join("memory.max")), "max");
 }
+
+#[tokio::test]
+async fn v1_resize_finds_the_cgroup_of_a_named_process() {
+    let test = "v1_resize_finds_the_cgroup_of_a_named_process";
+    let Some(mut cg) = TestCgroup::create(test, "byname") else { return };
+    std::fs::write(cg.memory("memory.limit_in_bytes"), "268435456").expect("set initial limit");
+    // A process with a name no other process has, started inside the cgroup.
+    let bin_dir = tempfile::tempdir().expect("tempdir");
+    let comm = format!("augsl{}", std::process::id() % 1_000_000);
+    let bin = bin_dir.path().join(&comm);
+    std::fs::copy("/bin/sleep", &bin).expect("copy sleep");
+    let script = format!("echo $$ > {} && exec {} 60", cg.memory("cgroup.procs").display(), bin.display());
+    cg.children.push(Command::new("sh").args(["-c", &script]).stdin(Stdio::null()).spawn().expect("start"));
+    let start = Instant::now();
+    while read(&cg.memory("cgroup.procs")).is_empty()
+        || !std::fs::read_dir("/proc")
+            .expect("proc")
+            .flatten()
+            .any(|e| std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim_end() == comm))
+    {
+        assert!(start.elapsed() < Duration::from_secs(10), "the named process did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let state = tempfile::tempdir().expect("tempdir");
+    let mut w = WorkloadConfig::named("sleeper");
+    w.process = Some(comm.clone());
+    w.allowed_actions = vec!["resize".into()];
+    w.health = Some(health_command(&["true"]));
+    let mut ex = executor(state.path(), Path::new(V1_ROOT), &[w]);
+    let o = ex.execute(&cmd("c1", "sleeper", "resize", &[("memory_max", "300MiB")])).await;
+    assert_eq!(o.status, Status::Succeeded, "{o:?}");
+    assert_eq!(read(&cg.memory("memory.limit_in_bytes")), (300u64 << 20).to_string());
+}
