@@ -114,6 +114,22 @@ pub struct CommandOutcome {
     pub time_ms: i64,
 }
 
+impl CommandOutcome {
+    /// Whether the command's change is in place: SUCCEEDED, or DUPLICATE of an execution
+    /// that succeeded (`original.status`, absent from agents that do not say) and was not
+    /// undone since (`original.undone_by`).
+    pub fn succeeded(&self) -> bool {
+        match self.status {
+            CommandStatus::Succeeded => true,
+            CommandStatus::Duplicate => {
+                matches!(self.details.get("original.status").map(String::as_str), None | Some("succeeded"))
+                    && !self.details.contains_key("original.undone_by")
+            }
+            _ => false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum DispatchError {
     #[error("host {host:?} has no connected agent")]
@@ -683,6 +699,27 @@ pub(crate) mod tests {
         assert_eq!(d.in_flight(), 0);
         d.report("a", &report("c1", v1::CommandStatus::Succeeded, ""));
         assert_eq!(d.stats().reports_repeated.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_duplicate_succeeded_only_if_the_original_did_and_was_not_undone() {
+        let o = |status, details: &[(&str, &str)]| CommandOutcome {
+            status,
+            message: String::new(),
+            details: details.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            time_ms: 0,
+        };
+        assert!(o(CommandStatus::Succeeded, &[]).succeeded());
+        assert!(o(CommandStatus::Duplicate, &[]).succeeded());
+        assert!(o(CommandStatus::Duplicate, &[("original.status", "succeeded")]).succeeded());
+        assert!(!o(CommandStatus::Duplicate, &[("original.status", "failed")]).succeeded());
+        assert!(!o(CommandStatus::Duplicate, &[("original.status", "rolled_back")]).succeeded());
+        assert!(
+            !o(CommandStatus::Duplicate, &[("original.status", "succeeded"), ("original.undone_by", "u1")]).succeeded()
+        );
+        for s in [CommandStatus::Failed, CommandStatus::RolledBack, CommandStatus::Refused, CommandStatus::DryRun] {
+            assert!(!o(s, &[]).succeeded(), "{s:?}");
+        }
     }
 
     #[test]

@@ -666,13 +666,10 @@ async fn send(dispatcher: &Dispatcher, env: Envelope, timeout: Duration) -> Sent
     }
 }
 
+/// A step succeeded: the agent applied it (or had applied it already, successfully); in a
+/// dry run, the agent said what it would do.
 fn step_ok(o: &CommandOutcome, dry_run: bool) -> bool {
-    match o.status {
-        CommandStatus::Succeeded | CommandStatus::Duplicate => true,
-        // A health check may really run during a dry run; anything else must not.
-        CommandStatus::DryRun => dry_run,
-        _ => false,
-    }
+    o.succeeded() || (dry_run && o.status == CommandStatus::DryRun)
 }
 
 struct Recorder<'a> {
@@ -1032,7 +1029,7 @@ mod tests {
     use crate::storage::StoreOptions;
     use crate::storage::memory::MemoryStore;
     use augur_proto::v1;
-    use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+    use std::collections::{BTreeMap, BTreeSet, HashMap};
     use std::sync::{Arc, Mutex};
 
     /// What the fake agents manage: running instances per host, one load balancer's servers,
@@ -1063,7 +1060,8 @@ mod tests {
     struct World {
         state: State,
         ledger: HashMap<String, UndoOp>,
-        seen: HashSet<String>,
+        /// Final status of every command executed, by id (the agent's ledger).
+        results: HashMap<String, String>,
         /// Every command received: (host, command).
         log: Vec<(String, v1::Command)>,
         unhealthy: BTreeSet<(String, String)>,
@@ -1072,7 +1070,24 @@ mod tests {
 
     impl World {
         /// Applies a command as an agent would, returning (status, message).
-        fn apply(&mut self, host: &str, c: &v1::Command) -> (v1::CommandStatus, String) {
+        /// Like an agent: a command id seen before gets DUPLICATE with the original status.
+        fn apply(&mut self, host: &str, c: &v1::Command) -> (v1::CommandStatus, String, HashMap<String, String>) {
+            use v1::CommandStatus as S;
+            if let Some(orig) = self.results.get(&c.id).filter(|_| c.target_host == host) {
+                self.log.push((host.to_owned(), c.clone()));
+                let details = HashMap::from([("original.status".to_string(), orig.clone())]);
+                return (S::Duplicate, "already executed".into(), details);
+            }
+            let (status, message) = self.apply_once(host, c);
+            if let Some(st) = CommandStatus::from_wire(status as i32).filter(|s| *s != CommandStatus::Refused)
+                && !c.dry_run
+            {
+                self.results.insert(c.id.clone(), st.as_str().to_owned());
+            }
+            (status, message, HashMap::new())
+        }
+
+        fn apply_once(&mut self, host: &str, c: &v1::Command) -> (v1::CommandStatus, String) {
             use v1::CommandStatus as S;
             self.log.push((host.to_owned(), c.clone()));
             if c.target_host != host {
@@ -1084,9 +1099,6 @@ mod tests {
                     Some(Reply::Silent) => return (S::Unspecified, String::new()),
                     None => {}
                 }
-            }
-            if !self.seen.insert(c.id.clone()) {
-                return (S::Duplicate, "already applied".into());
             }
             let spec = match augur_proto::convert::envelope_of(c) {
                 Ok(e) => e.spec,
@@ -1220,7 +1232,7 @@ mod tests {
                 let (d, w, host) = (dispatcher.clone(), world.clone(), h.to_string());
                 tokio::spawn(async move {
                     while let Some(c) = link.recv().await {
-                        let (status, message) = w.lock().expect("world").apply(&host, &c);
+                        let (status, message, details) = w.lock().expect("world").apply(&host, &c);
                         if status == v1::CommandStatus::Unspecified {
                             continue; // silent: never reports
                         }
@@ -1229,7 +1241,7 @@ mod tests {
                             status: status as i32,
                             message,
                             time_ms: now_ms(),
-                            details: Default::default(),
+                            details: details.clone(),
                         };
                         d.report(&host, &report(v1::CommandStatus::Accepted, String::new()));
                         d.report(&host, &report(status, message));
@@ -1465,7 +1477,7 @@ mod tests {
     #[tokio::test]
     async fn a_silent_agent_times_out_the_step_and_its_possible_effect_is_undone_too() {
         let lab = lab(&["a", "b", "lb"], migrate_state());
-        // The LB applies 'ready' but never reports; the rollback of it is answered.
+        // The LB never answers 'ready'; the rollback of it is answered.
         lab.world.lock().expect("world").rules.push(Box::new(|h, c| {
             (h == "lb" && c.args.get("state").map(String::as_str) == Some("ready")).then_some(Reply::Silent)
         }));
@@ -1681,13 +1693,24 @@ mod tests {
             (r.status, r.steps[0].outcome.as_ref().map(|o| o.status)),
             (WorkflowStatus::Succeeded, Some(CommandStatus::Duplicate))
         );
+        // A repeated run whose original step failed is a failure, not a success.
+        lab.world.lock().expect("world").rules.push(fail_on("a", "restart", None));
         let restart = ActionPlan::Restart { host: "a".into(), workload: "web".into() };
         assert_eq!(
             run(&restart, &lab.dispatcher, &lab.audit, &opts("rs-2")).await.expect("runs").status,
+            WorkflowStatus::Failed
+        );
+        lab.world.lock().expect("world").rules.clear();
+        let again = run(&restart, &lab.dispatcher, &lab.audit, &opts("rs-2")).await.expect("runs");
+        assert_eq!(again.steps[0].outcome.as_ref().map(|o| o.status), Some(CommandStatus::Duplicate));
+        assert_eq!(again.status, WorkflowStatus::Failed, "the original restart failed");
+        assert_eq!(
+            run(&restart, &lab.dispatcher, &lab.audit, &opts("rs-3")).await.expect("runs").status,
             WorkflowStatus::Succeeded
         );
         let w = lab.world.lock().expect("world");
-        assert_eq!(w.sent(), vec!["a:resize web", "a:resize web", "a:restart web"]);
+        assert_eq!(w.sent(), vec!["a:resize web", "a:resize web", "a:restart web", "a:restart web", "a:restart web"]);
+        assert_eq!(w.state.restarts[&("a".to_string(), "web".to_string())], 1, "restarted once");
         assert_eq!(w.state.limits[&("a".to_string(), "web".to_string())].memory_max, Some(2 << 30));
     }
 }
