@@ -93,7 +93,7 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
     )
     .context("opening the command ledger")?;
     info!(workloads = cfg.workloads.len(), ledger_entries = executor.ledger().len(), "command executor ready");
-    let actions = actuator::spawn(executor);
+    let actions = actuator::spawn(executor).context("starting the command executor")?;
 
     let ticker = tick::Ticker::start(
         &cfg,

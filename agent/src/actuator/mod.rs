@@ -1,6 +1,6 @@
 //! Actuators and the command executor: what the agent does with an `augur.v1.Command`.
 //!
-//! The executor runs on its own task behind a bounded queue (a full queue refuses the
+//! The executor runs on its own thread behind a bounded queue (a full queue refuses the
 //! command with "agent busy", counted). For each command it, in order:
 //! 1. refuses a command for another host, with bad arguments, without a deadline or past
 //!    it, for an unknown workload or an action the workload does not allow (REFUSED);
@@ -228,6 +228,8 @@ impl Outcome {
 pub enum ExecutorError {
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    #[error("cannot start the executor thread: {0}")]
+    Start(std::io::Error),
 }
 
 /// Where the executor finds things and how it behaves.
@@ -784,18 +786,26 @@ impl ExecutorHandle {
     }
 }
 
-/// Starts the executor task; it ends when every handle is dropped.
-pub fn spawn(mut exec: Executor) -> ExecutorHandle {
+/// Starts the executor on its own thread (with a small single-threaded runtime), so a
+/// ledger fsync, a slow control-file write or a /proc scan never stalls the uplink. It
+/// finishes the command in hand and ends when every handle is dropped.
+pub fn spawn(mut exec: Executor) -> Result<ExecutorHandle, ExecutorError> {
     let (tx, mut rx) = mpsc::channel::<v1::Command>(exec.cfg.queue.max(1));
     let outbox = Arc::new(Outbox::new(1024));
     let out = outbox.clone();
-    tokio::spawn(async move {
-        while let Some(cmd) = rx.recv().await {
-            let o = exec.execute(&cmd).await;
-            out.push(o.report(&cmd.id));
-        }
-    });
-    ExecutorHandle { tx, outbox, busy: Arc::new(AtomicU64::new(0)) }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(ExecutorError::Start)?;
+    std::thread::Builder::new()
+        .name("augur-actions".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                while let Some(cmd) = rx.recv().await {
+                    let o = exec.execute(&cmd).await;
+                    out.push(o.report(&cmd.id));
+                }
+            })
+        })
+        .map_err(ExecutorError::Start)?;
+    Ok(ExecutorHandle { tx, outbox, busy: Arc::new(AtomicU64::new(0)) })
 }
 
 #[cfg(test)]

@@ -154,7 +154,7 @@ async fn a_full_queue_refuses_with_agent_busy_and_counts_it() {
     let mut cfg = crate::config(state.path(), Path::new("/nonexistent"));
     cfg.queue = 1;
     let ex = actuator::Executor::open(cfg, &[w], std::sync::Arc::new(actuator::ProcessRunner)).expect("open");
-    let h = actuator::spawn(ex);
+    let h = actuator::spawn(ex).expect("executor thread starts");
     for i in 0..4 {
         h.submit(cmd(&format!("c{i}"), "web", "restart", &[]));
     }
