@@ -57,6 +57,10 @@ pub struct Entry {
     /// Id of the command that undid this one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub undone_by: Option<String>,
+    /// Other command ids answered as duplicates of this one (same idempotency key); a
+    /// rollback may name any of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
 }
 
 /// The persistent ledger.
@@ -139,6 +143,9 @@ impl Ledger {
     }
 
     fn index(&mut self, e: Entry) {
+        for a in &e.aliases {
+            self.by_id.insert(a.clone(), e.seq);
+        }
         self.by_id.insert(e.command_id.clone(), e.seq);
         self.by_key.insert(e.idempotency_key.clone(), e.seq);
         self.entries.insert(e.seq, e);
@@ -147,8 +154,10 @@ impl Ledger {
     fn trim(&mut self) {
         while self.entries.len() > self.max_entries {
             let Some((_, old)) = self.entries.pop_first() else { break };
-            if self.by_id.get(&old.command_id) == Some(&old.seq) {
-                self.by_id.remove(&old.command_id);
+            for id in old.aliases.iter().chain([&old.command_id]) {
+                if self.by_id.get(id) == Some(&old.seq) {
+                    self.by_id.remove(id);
+                }
             }
             if self.by_key.get(&old.idempotency_key) == Some(&old.seq) {
                 self.by_key.remove(&old.idempotency_key);
@@ -225,6 +234,7 @@ impl Ledger {
             time_ms,
             undo: Vec::new(),
             undone_by: None,
+            aliases: Vec::new(),
         };
         self.append(&e)?;
         self.index(e);
@@ -257,6 +267,20 @@ impl Ledger {
         e.details = details.clone();
         e.undo = undo;
         let e = e.clone();
+        self.append(&e)?;
+        self.maybe_compact()
+    }
+
+    /// Records `alias` as another id of the entry `command_id` (a duplicate under a new id).
+    pub fn add_alias(&mut self, command_id: &str, alias: &str) -> Result<(), LedgerError> {
+        let Some(seq) = self.by_id.get(command_id).copied() else { return Ok(()) };
+        if self.by_id.contains_key(alias) {
+            return Ok(());
+        }
+        let Some(e) = self.entries.get_mut(&seq) else { return Ok(()) };
+        e.aliases.push(alias.into());
+        let e = e.clone();
+        self.by_id.insert(alias.into(), seq);
         self.append(&e)?;
         self.maybe_compact()
     }
@@ -310,12 +334,15 @@ mod tests {
             let mut l = Ledger::open(&p, 100).expect("open");
             done(&mut l, "c1", "k1");
             l.mark_undone("c1", "c9").expect("undone");
+            l.add_alias("c1", "c1-retry").expect("alias");
         }
         let l = Ledger::open(&p, 100).expect("reopen");
         let e = l.find("other", "k1").expect("found by key");
+        assert_eq!(e.aliases, ["c1-retry"]);
         assert_eq!((e.command_id.as_str(), e.status, e.undone_by.as_deref()), ("c1", Status::Succeeded, Some("c9")));
         assert_eq!(e.undo.len(), 1);
         assert!(l.find("c1", "").is_some());
+        assert_eq!(l.get("c1-retry").map(|e| e.command_id.as_str()), Some("c1"));
         assert!(l.find("c2", "k2").is_none());
     }
 

@@ -331,6 +331,13 @@ impl Executor {
             if let Some(by) = &orig.undone_by {
                 out.details.insert("original.undone_by".into(), by.clone());
             }
+            // A retry under a new id: a rollback may name either id.
+            if orig.command_id != env.id {
+                let orig_id = orig.command_id.clone();
+                if let Err(e) = self.ledger.add_alias(&orig_id, &env.id) {
+                    warn!(command = %env.id, error = %e, "cannot record a duplicate's id in the ledger");
+                }
+            }
             return out;
         }
         let now = now_ms();

@@ -53,6 +53,9 @@ async fn a_command_delivered_twice_executes_once_even_across_an_agent_restart() 
     let mut ex = executor(state.path(), Path::new("/nonexistent"), &ws);
     let o = ex.execute(&c).await;
     assert_eq!(o.status, Status::Duplicate, "after a restart: {o:?}");
+    // The retry's id names the same command (a restart has nothing to undo).
+    let o = ex.execute(&cmd("r1", "web", "rollback", &[("command_id", "c1-retry")])).await;
+    assert!(o.message.contains("left nothing to undo"), "{o:?}");
     assert_eq!(lines(&log), ["restart"], "the hook ran exactly once");
 }
 
