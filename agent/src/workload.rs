@@ -270,6 +270,25 @@ impl HealthConfig {
         }
     }
 
+    /// This check for one instance: `{{instance}}` in the URL, address or arguments
+    /// becomes `instance` (a start of `web@8082` checks `http://127.0.0.1:{{instance}}/`
+    /// as port 8082). Without an instance, a check that needs one is an error.
+    pub fn for_instance(&self, instance: Option<&str>) -> Result<HealthConfig, String> {
+        const P: &str = "{{instance}}";
+        let uses = self.http.as_ref().is_some_and(|u| u.contains(P))
+            || self.tcp.as_ref().is_some_and(|a| a.contains(P))
+            || self.command.as_ref().is_some_and(|c| c.iter().any(|a| a.contains(P)));
+        if !uses {
+            return Ok(self.clone());
+        }
+        let i = instance.ok_or("the health check names {{instance}} but the command has no instance")?;
+        let mut h = self.clone();
+        h.http = h.http.map(|u| u.replace(P, i));
+        h.tcp = h.tcp.map(|a| a.replace(P, i));
+        h.command = h.command.map(|c| c.into_iter().map(|a| a.replace(P, i)).collect());
+        Ok(h)
+    }
+
     /// `http`, `tcp` or `command`.
     pub fn kind(&self) -> &'static str {
         if self.http.is_some() {
@@ -389,7 +408,9 @@ impl WorkloadConfig {
             }
             None => {}
             Some(h) => {
-                h.probe().map_err(|m| format!("workload {w:?}: {m}"))?;
+                // Checked with a stand-in instance; the real one comes with each command.
+                let sample = h.for_instance(Some("1")).map_err(|m| format!("workload {w:?}: {m}"))?;
+                sample.probe().map_err(|m| format!("workload {w:?}: {m}"))?;
                 if h.timeout.is_zero() || h.attempts == 0 {
                     return err("health.timeout and health.attempts must be above 0".into());
                 }
@@ -529,6 +550,12 @@ mod tests {
         );
         h.http = Some("https://x/".into());
         assert!(h.probe().expect_err("https").contains("https is not supported"));
+        h.http = Some("http://127.0.0.1:{{instance}}/ready".into());
+        assert_eq!(
+            h.for_instance(Some("8082")).expect("instance").probe().expect("valid"),
+            HealthProbe::Http { addr: "127.0.0.1:8082".into(), host: "127.0.0.1:8082".into(), path: "/ready".into() }
+        );
+        assert!(h.for_instance(None).is_err());
     }
 
     #[test]

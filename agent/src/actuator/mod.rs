@@ -379,7 +379,12 @@ impl Executor {
             if plan.health_check
                 && let Some(h) = &w.health
             {
-                out.details.insert("would.health".into(), health::describe(h));
+                let instance = match &env.spec {
+                    CommandSpec::Start { instance } | CommandSpec::Stop { instance } => instance.as_deref(),
+                    _ => None,
+                };
+                let h = h.for_instance(instance).unwrap_or_else(|_| h.clone());
+                out.details.insert("would.health".into(), health::describe(&h));
             }
             return out;
         }
@@ -418,6 +423,10 @@ impl Executor {
     async fn health_command(&mut self, env: &Envelope, w: &WorkloadConfig, deadline: Instant) -> Outcome {
         let Some(h) = &w.health else {
             return Outcome::refused(format!("workload {:?} has no health check", w.name));
+        };
+        let h = &match h.for_instance(None) {
+            Ok(h) => h,
+            Err(m) => return Outcome::refused(m),
         };
         if env.dry_run {
             let mut out = Outcome::new(Status::DryRun, "dry run: the health check would run; nothing changed");
@@ -486,8 +495,17 @@ impl Executor {
                 if undo.is_empty() { format!("{why}; nothing was changed") } else { format!("{why}; {undone}") },
             )
         } else if plan.health_check {
-            match &w.health {
-                Some(h) => match health::check(h, &*self.runner, deadline).await {
+            let instance = match &env.spec {
+                CommandSpec::Start { instance } | CommandSpec::Stop { instance } => instance.as_deref(),
+                _ => None,
+            };
+            match w.health.as_ref().map(|h| h.for_instance(instance)) {
+                Some(Err(m)) => {
+                    let (undone, complete) = self.undo(&undo, &mut details).await;
+                    keep_undo = !complete;
+                    Outcome::new(Status::Failed, format!("cannot check health: {m}; {undone}"))
+                }
+                Some(Ok(h)) => match health::check(&h, &*self.runner, deadline).await {
                     Ok(m) => {
                         details.insert("health".into(), m);
                         Outcome::new(Status::Succeeded, "applied; health check passed")

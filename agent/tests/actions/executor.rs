@@ -178,3 +178,32 @@ async fn a_full_queue_refuses_with_agent_busy_and_counts_it() {
                 || r.status == v1::CommandStatus::Succeeded as i32)
     );
 }
+
+#[tokio::test]
+async fn a_started_instance_is_checked_on_its_own_port() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let log = state.path().join("hooks.log");
+    let mut w = hooked("web", &log, &["true"]);
+    w.health = Some(augur_agent::workload::HealthConfig {
+        http: None,
+        tcp: Some("127.0.0.1:{{instance}}".into()),
+        command: None,
+        timeout: Duration::from_secs(1),
+        attempts: 2,
+        interval: Duration::from_millis(50),
+    });
+    let mut ex = executor(state.path(), Path::new("/nonexistent"), &[w]);
+    let up = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let up_port = up.local_addr().expect("addr").port().to_string();
+    let down_port =
+        std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port().to_string();
+    let o = ex.execute(&cmd("c1", "web", "start", &[("instance", &up_port)])).await;
+    assert_eq!(o.status, Status::Succeeded, "{o:?}");
+    let o = ex.execute(&cmd("c2", "web", "start", &[("instance", &down_port)])).await;
+    assert_eq!(o.status, Status::RolledBack, "{o:?}");
+    assert!(o.details["health"].contains(&down_port), "{o:?}");
+    assert_eq!(lines(&log), [format!("start {up_port}"), format!("start {down_port}"), format!("stop {down_port}")]);
+    // The health command has no instance to check.
+    let o = ex.execute(&cmd("h1", "web", "health", &[])).await;
+    assert_eq!(o.status, Status::Refused, "{o:?}");
+}
