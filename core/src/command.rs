@@ -375,7 +375,8 @@ mod tests {
 
     #[test]
     fn bad_arguments_are_refused_with_the_argument_named() {
-        let cases: &[(&str, &[(&str, &str)], &str)] = &[
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+        let cases: &[Case] = &[
             ("resize", &[], "memory_max, memory_high or cpu_max"),
             ("resize", &[("memory_max", "0")], "memory_max"),
             ("resize", &[("memory_max", "99999TiB")], "memory_max"),
