@@ -252,7 +252,40 @@ pub fn plan_resize(target: &CgroupTarget, r: &Resize, limits: &LimitsConfig) -> 
                 plan.details.insert("cgroup.memory".into(), dir.display().to_string());
                 let usage = dir.join("memory.usage_in_bytes");
                 if let Some(v) = r.memory_max {
-                    memory_step(&mut plan, "memory_max", dir.join("memory.limit_in_bytes"), &usage, v, limits)?;
+                    let limit = dir.join("memory.limit_in_bytes");
+                    // With swap accounting the kernel wants memory.limit_in_bytes <=
+                    // memory.memsw.limit_in_bytes: move memsw along, keeping the swap
+                    // allowance, first when raising and last when lowering.
+                    let memsw = dir.join("memory.memsw.limit_in_bytes");
+                    let memsw_prev =
+                        read(&memsw).ok().and_then(|t| t.parse::<u64>().ok()).filter(|m| *m < V1_UNLIMITED);
+                    match memsw_prev {
+                        Some(sw) => {
+                            let old = read_u64(&limit)?;
+                            let new_sw = v.saturating_add(sw.saturating_sub(old));
+                            let guard = MemoryGuard {
+                                usage: dir.join("memory.memsw.usage_in_bytes"),
+                                margin: limits.memory_margin,
+                            };
+                            let sw_step = (
+                                Step::Write {
+                                    path: memsw.clone(),
+                                    value: new_sw.to_string(),
+                                    memory_guard: Some(guard.clone()),
+                                },
+                                vec![Step::Write { path: memsw, value: sw.to_string(), memory_guard: Some(guard) }],
+                            );
+                            plan.details.insert("previous.memsw_limit".into(), sw.to_string());
+                            if v > old {
+                                plan.steps.push(sw_step);
+                                memory_step(&mut plan, "memory_max", limit, &usage, v, limits)?;
+                            } else {
+                                memory_step(&mut plan, "memory_max", limit, &usage, v, limits)?;
+                                plan.steps.push(sw_step);
+                            }
+                        }
+                        None => memory_step(&mut plan, "memory_max", limit, &usage, v, limits)?,
+                    }
                 }
                 if let Some(v) = r.memory_high {
                     memory_step(&mut plan, "memory_high", dir.join("memory.soft_limit_in_bytes"), &usage, v, limits)?;

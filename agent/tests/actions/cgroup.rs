@@ -323,3 +323,31 @@ async fn v1_resize_finds_the_cgroup_of_a_named_process() {
     assert_eq!(o.status, Status::Succeeded, "{o:?}");
     assert_eq!(read(&cg.memory("memory.limit_in_bytes")), (300u64 << 20).to_string());
 }
+
+#[tokio::test]
+async fn v1_resize_keeps_the_swap_allowance_of_memsw_limits() {
+    let test = "v1_resize_keeps_the_swap_allowance_of_memsw_limits";
+    let Some(cg) = TestCgroup::create(test, "memsw") else { return };
+    let memsw = cg.memory("memory.memsw.limit_in_bytes");
+    if !memsw.exists() {
+        return skip(test, "no swap accounting (memory.memsw.limit_in_bytes)");
+    }
+    // memsw must stay >= the memory limit: set the limit first, then memsw.
+    std::fs::write(cg.memory("memory.limit_in_bytes"), "268435456").expect("limit");
+    std::fs::write(&memsw, (256u64 << 20).to_string()).expect("memsw");
+    let state = tempfile::tempdir().expect("tempdir");
+    let mut ex = executor(state.path(), Path::new(V1_ROOT), &[workload("web", &cg.name)]);
+    let o = ex.execute(&cmd("c1", "web", "resize", &[("memory_max", "512MiB")])).await;
+    assert_eq!(o.status, Status::Succeeded, "{o:?}");
+    assert_eq!(read(&cg.memory("memory.limit_in_bytes")), (512u64 << 20).to_string());
+    assert_eq!(read(&memsw), (512u64 << 20).to_string(), "memsw follows with the same swap allowance (0)");
+    let o = ex.execute(&cmd("c2", "web", "resize", &[("memory_max", "384MiB")])).await;
+    assert_eq!(o.status, Status::Succeeded, "{o:?}");
+    assert_eq!(read(&memsw), (384u64 << 20).to_string());
+    for id in ["c2", "c1"] {
+        let o = ex.execute(&cmd(&format!("undo-{id}"), "web", "rollback", &[("command_id", id)])).await;
+        assert_eq!(o.status, Status::Succeeded, "{o:?}");
+    }
+    assert_eq!(read(&cg.memory("memory.limit_in_bytes")), "268435456");
+    assert_eq!(read(&memsw), "268435456");
+}
