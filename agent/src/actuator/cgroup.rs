@@ -1,6 +1,7 @@
 //! Resize through cgroup control files, v2 (`memory.max`, `memory.high`, `cpu.max`) or v1
 //! (`memory.limit_in_bytes`, `memory.soft_limit_in_bytes`, `cpu.cfs_quota_us` over
-//! `cpu.cfs_period_us`).
+//! `cpu.cfs_period_us`; with swap accounting, `memory.memsw.limit_in_bytes` moves along
+//! with the memory limit, keeping the swap allowance).
 //!
 //! Plans read the current values (kept for undo and reported as `previous.<arg>`) and
 //! refuse what local safety forbids: a memory limit above the workload's cap, or below
