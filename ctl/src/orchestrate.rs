@@ -258,6 +258,8 @@ fn status_name(s: i32) -> &'static str {
         v1::ActionStatus::DryRun => "dry_run",
         v1::ActionStatus::PendingApproval => "pending_approval",
         v1::ActionStatus::NothingToDo => "nothing_to_do",
+        v1::ActionStatus::Started => "started",
+        v1::ActionStatus::FollowUpFailed => "follow_up_failed",
         v1::ActionStatus::Unspecified => "unspecified",
     }
 }
@@ -270,6 +272,7 @@ fn step_json(s: &v1::StepResult) -> Value {
     let args: std::collections::BTreeMap<_, _> = s.args.iter().collect();
     json!({"step": s.step, "host": s.host, "resource": s.resource, "command_id": s.command_id,
            "kind": s.kind, "args": args, "status": s.status, "message": s.message,
+           "details": s.details.iter().collect::<std::collections::BTreeMap<_, _>>(),
            "started_ms": s.started_ms, "finished_ms": s.finished_ms})
 }
 
@@ -278,7 +281,8 @@ pub fn action_result(r: &v1::ActionResult, json: bool) -> anyhow::Result<()> {
     let status = status_name(r.status);
     if json {
         print_json(json!({"action_id": r.action_id, "status": status, "plan": plan_value(&r.plan_json),
-                          "steps": r.steps.iter().map(step_json).collect::<Vec<_>>(), "message": r.message}))?;
+                          "steps": r.steps.iter().map(step_json).collect::<Vec<_>>(), "message": r.message,
+                          "detail": plan_value(&r.detail_json)}))?;
     } else {
         println!(
             "action {}: {status}{}",
@@ -306,7 +310,10 @@ pub fn action_result(r: &v1::ActionResult, json: bool) -> anyhow::Result<()> {
         }
     }
     match r.status {
-        s if s == v1::ActionStatus::Failed as i32 || s == v1::ActionStatus::RolledBack as i32 => {
+        s if s == v1::ActionStatus::Failed as i32
+            || s == v1::ActionStatus::RolledBack as i32
+            || s == v1::ActionStatus::FollowUpFailed as i32 =>
+        {
             bail!("action {} {status}: {}", r.action_id, r.message)
         }
         _ => Ok(()),
@@ -441,6 +448,7 @@ mod tests {
             plan_json: "{\"action\":\"restart\"}".into(),
             steps: vec![],
             message: "m".into(),
+            detail_json: String::new(),
         };
         assert!(action_result(&r(v1::ActionStatus::RolledBack), true).is_err());
         assert!(action_result(&r(v1::ActionStatus::Failed), true).is_err());
