@@ -211,6 +211,11 @@ impl TestCgroup {
         Ok(cg)
     }
 
+    /// This cgroup's directory in every hierarchy (one per mounted v1 controller, or the v2 one).
+    pub fn paths(&self) -> Vec<PathBuf> {
+        self.fs.dirs(&self.rel)
+    }
+
     /// Shell snippet that moves the shell itself into this cgroup (so memory it then
     /// allocates is charged here); prefix a command with it and `exec` the workload.
     pub fn enter_snippet(&self) -> String {

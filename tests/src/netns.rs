@@ -514,6 +514,12 @@ impl Wrk {
         matches!(self.proc.child.try_wait(), Ok(None))
     }
 
+    /// Stops wrk early (SIGINT: it prints its summary) and parses its report.
+    pub fn stop(self) -> Result<WrkReport, String> {
+        self.proc.signal(libc::SIGINT);
+        self.wait(Duration::from_secs(10))
+    }
+
     /// Waits for wrk to finish (at most `timeout`) and parses its report.
     pub fn wait(mut self, timeout: Duration) -> Result<WrkReport, String> {
         let deadline = std::time::Instant::now() + timeout;
