@@ -144,5 +144,6 @@ pub fn render(shared: &Shared) -> String {
     }
     shared.dispatcher.render_metrics(&mut out);
     shared.audit.render_metrics(&mut out);
+    shared.remediator.render_metrics(&mut out);
     out
 }

@@ -83,6 +83,22 @@ pub async fn run_with(
     let scorer = predict::onnx::scorer_for(&config.predict, features.config())?;
     let predictions = PredictionEngine::new(config.predict.engine_config(), features.clone(), scorer.scorer.clone());
     let _engine_thread = predictions.spawn().context("starting the prediction thread")?;
+    let dispatcher = remediate::dispatch::Dispatcher::default();
+    let audit = Arc::new(remediate::audit::AuditLog::open(store.clone()).context("opening the audit trail")?);
+    // The closed loop: prediction events -> decisions under policy and safety -> workflows.
+    let remediator = remediate::decide::Remediator::new(
+        config.remediation.clone(),
+        features.clone(),
+        predictions.clone(),
+        registry.clone(),
+        Arc::new(remediate::decide::WorkflowExecutor {
+            dispatcher: dispatcher.clone(),
+            audit: audit.clone(),
+            step_timeout: config.remediation.safety.action_deadline,
+        }),
+        audit.clone(),
+        store.clone(),
+    );
     let i = &config.ingest;
     let shared = Arc::new(Shared {
         store: store.clone(),
@@ -104,8 +120,9 @@ pub async fn run_with(
         forecasts: Arc::new(
             server::ForecastState::with_models(scorer.registry.as_ref()).context("setting up forecasting")?,
         ),
-        dispatcher: remediate::dispatch::Dispatcher::default(),
-        audit: Arc::new(remediate::audit::AuditLog::open(store.clone()).context("opening the audit trail")?),
+        dispatcher,
+        audit,
+        remediator: remediator.clone(),
     });
 
     let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
@@ -114,6 +131,7 @@ pub async fn run_with(
     on_ready(addr, shared.clone());
 
     let maint = tokio::spawn(maintenance_loop(store.clone(), config.storage.maintenance_interval));
+    let decisions = tokio::spawn(remediator.run(config.predict.tick, shared.stopping.clone()));
     let shared_stop = shared.stopping.clone();
     let (telemetry, query, predictions_svc) = server::services(shared.clone());
     let routes = tonic::service::Routes::new(telemetry).add_service(query).add_service(predictions_svc);
@@ -139,6 +157,7 @@ pub async fn run_with(
         }
     }
     maint.abort();
+    decisions.abort();
     info!("aggregator stopped");
     Ok(())
 }

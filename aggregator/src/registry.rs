@@ -20,6 +20,24 @@ pub struct HostView {
     pub samples_rejected: u64,
     pub batches_lost: u64,
     pub series: u64,
+    /// Workloads the agent declared in its latest Hello (live only).
+    pub workloads: Vec<DeclaredWorkload>,
+}
+
+/// A workload an agent declared (Hello.workloads): what remediation may act on.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DeclaredWorkload {
+    /// Name commands use as their resource.
+    pub name: String,
+    /// Resource its samples are reported under (e.g. `cgroup/app`).
+    pub resource: String,
+    /// Command kinds the agent accepts for it.
+    pub allowed_actions: Vec<String>,
+    /// `stateless` or `stateful`.
+    pub kind: String,
+    pub standby: String,
+    pub peers: Vec<String>,
+    pub health: String,
 }
 
 #[derive(Debug)]
@@ -51,6 +69,7 @@ pub struct HelloInfo {
     pub agent_version: String,
     pub labels: BTreeMap<String, String>,
     pub capabilities: Vec<String>,
+    pub workloads: Vec<DeclaredWorkload>,
 }
 
 /// Shared host registry.
@@ -97,6 +116,7 @@ impl Registry {
             st.sessions += 1;
             st.view.connected = true;
             st.view.acked_sequence = acked;
+            st.view.workloads = hello.workloads.clone();
             let generation = *st.generation.borrow() + 1;
             st.generation.send_replace(generation);
             (r.clone(), SessionClaim { generation, newest: st.generation.subscribe() })

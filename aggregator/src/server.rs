@@ -53,6 +53,8 @@ pub struct Shared {
     pub dispatcher: crate::remediate::dispatch::Dispatcher,
     /// The hash-chained audit trail.
     pub audit: Arc<crate::remediate::audit::AuditLog>,
+    /// The decision engine (pending approvals, live precision and recall).
+    pub remediator: Arc<crate::remediate::decide::Remediator>,
 }
 
 /// The forecasting state the `Forecast` RPC keeps between calls.
@@ -173,6 +175,19 @@ impl Telemetry for TelemetryService {
             agent_version: hello.agent_version.clone(),
             labels: hello.labels.into_iter().collect::<BTreeMap<_, _>>(),
             capabilities: hello.capabilities,
+            workloads: hello
+                .workloads
+                .into_iter()
+                .map(|w| crate::registry::DeclaredWorkload {
+                    name: w.name,
+                    resource: w.resource,
+                    allowed_actions: w.allowed_actions,
+                    kind: w.kind,
+                    standby: w.standby,
+                    peers: w.peers,
+                    health: w.health,
+                })
+                .collect(),
         };
         let shared = self.shared.clone();
         let store = shared.store.clone();

@@ -3,6 +3,7 @@
 //! Layout (one file per part):
 //! - [`audit`]: the append-only, hash-chained audit trail.
 //! - [`dispatch`]: commands to connected agents, tracked until their final report.
+//! - [`decide`]: the decision loop: prediction events to plans by policy mode, under safety.
 //! - [`policy`]: the `[remediation]` config: sets, tiers, SLAs, policies, the knowledge base.
 //! - [`safety`]: blast-radius limits: concurrency, cooldown, halt, empty or unknown targets.
 //! - [`bandit`]: Thompson sampling over (failure type, action) from verified outcomes.
@@ -14,6 +15,7 @@
 pub mod audit;
 pub mod dispatch;
 pub mod bandit;
+pub mod decide;
 pub mod outcome;
 pub mod placement;
 pub mod policy;

@@ -3,4 +3,6 @@
 mod netlab;
 mod pipeline;
 mod predict;
+mod remediate_oom;
+mod safety;
 mod units;
