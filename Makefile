@@ -5,7 +5,7 @@ CARGO ?= cargo
 BIN := $(CARGO_TARGET_DIR)/debug
 RBIN := $(CARGO_TARGET_DIR)/release
 
-.PHONY: all deps build release test lint unit e2e demo bench bench-ingest bench-storage bench-seal bench-agent bench-predict clean-demo
+.PHONY: all deps build release test lint unit e2e demo bench bench-ingest bench-storage bench-seal bench-agent bench-predict bench-react clean-demo
 
 all: build
 
@@ -43,7 +43,7 @@ demo: build
 clean-demo:
 	@scripts/demo.sh --cleanup-only
 
-bench: bench-ingest bench-storage bench-seal bench-agent bench-predict
+bench: bench-ingest bench-storage bench-seal bench-agent bench-predict bench-react
 
 bench-ingest: deps
 	$(CARGO) build --release -p augur-aggregator -p augur-bench --bins
@@ -68,6 +68,14 @@ bench-predict: deps pydeps
 bench-agent: deps
 	$(CARGO) build --release -p augur-aggregator -p augur-agent -p augur-bench --bins
 	$(RBIN)/augur-bench agent --bin-dir $(RBIN)
+
+# Closed-loop reaction time on loopback: from the sample that takes a workload over its
+# policy's threshold to the agent receiving the resize command (real aggregator and gRPC,
+# the shipped models; REACT_MODELS to try another manifest). Target p99 <= 50 ms.
+REACT_MODELS ?= models/manifest.toml
+bench-react: deps pydeps
+	$(CARGO) build --release -p augur-aggregator -p augur-bench --bins
+	$(RBIN)/augur-bench react --bin-dir $(RBIN) --models $(REACT_MODELS)
 
 # Anomaly-detection evaluation on SMD and NAB (../shared/EVALUATION.md section 2): one JSON
 # object per line on stdout. Data from $AUGUR_DATA_DIR or ../shared/data; see models/eval/README.md.

@@ -136,7 +136,10 @@ pub async fn run_with(
     let (telemetry, query, predictions_svc) = server::services(shared.clone());
     let routes = tonic::service::Routes::new(telemetry).add_service(query).add_service(predictions_svc);
     let router = http::routes(routes.into_axum_router(), shared);
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // Nagle off on every accepted connection (the builder's `tcp_nodelay` does not reach an
+    // incoming stream we hand it): a Command written right after an Ack would otherwise wait
+    // for the agent's delayed ACK, about 40 ms.
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let serve = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))

@@ -299,6 +299,10 @@ async fn run_session(
                 match r {
                     Ok((ack, stats)) => {
                         shared.registry.batch(&host, &stats, ack.acked_sequence, now_ms());
+                        if ack.accepted_points > 0 {
+                            // Score this host's fresh data now rather than at the next tick.
+                            shared.predictions.data_arrived(&host);
+                        }
                         if ack.code != 0 {
                             debug!(seq = ack.sequence, rejected = ack.rejected_points, msg = %ack.message, "batch partly rejected");
                         }

@@ -12,6 +12,7 @@
 //! - [`seal`]: steady-state sealing throughput of `RocksStore` (maintenance).
 //! - [`export`]: makes such a recording from a running aggregator.
 //! - [`recording`]: the recording file format (gzip, lossless).
+//! - [`react`]: closed-loop reaction time, threshold-crossing sample to the agent's command.
 //! - [`agent`]: agent CPU and memory next to node_exporter, with cgroups to watch.
 //! - [`cgroups`]: creating and removing the agent bench's cgroups.
 //! - [`report`]: the ordered JSON result line.
@@ -24,6 +25,7 @@ pub mod ingest;
 pub mod loadgen;
 pub mod predict;
 pub mod procs;
+pub mod react;
 /// The recording format lives with the aggregator (its feature export reads it too).
 pub use augur_aggregator::recording;
 pub mod report;

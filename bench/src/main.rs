@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use augur_bench::{agent, export, ingest, loadgen, predict, procs, seal, storage};
+use augur_bench::{agent, export, ingest, loadgen, predict, procs, react, seal, storage};
 use clap::{Parser, Subcommand};
 
 /// The recording committed with the sources, used by `storage` by default.
@@ -103,6 +103,24 @@ enum Cmd {
         #[arg(long, default_value_t = 50)]
         cgroups: usize,
     },
+    /// Closed-loop reaction time: threshold-crossing sample to the agent's command.
+    React {
+        /// Directory holding the augur-aggregator binary.
+        #[arg(long)]
+        bin_dir: PathBuf,
+        /// Model manifest the aggregator serves (the shipped models by default).
+        #[arg(long, default_value = "models/manifest.toml")]
+        models: PathBuf,
+        /// Threshold crossings to measure, one fresh workload each.
+        #[arg(long, default_value_t = 240)]
+        trials: usize,
+        /// Simulated hosts (one stream each) the workloads are spread over.
+        #[arg(long, default_value_t = 4)]
+        hosts: usize,
+        /// Longest wait for one trial's command.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
 }
 
 #[derive(clap::Args)]
@@ -154,6 +172,9 @@ fn main() -> ExitCode {
             seal::run(&seal::SealConfig { series, minutes, block_points, maintain_every })
         }
         Cmd::Agent { bin_dir, duration, cgroups } => agent::run(&bin_dir, duration, cgroups),
+        Cmd::React { bin_dir, models, trials, hosts, timeout } => {
+            react::run(&react::ReactConfig { bin_dir, models, trials, hosts, timeout })
+        }
     };
     match result {
         Ok(report) => {

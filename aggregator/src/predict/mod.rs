@@ -6,6 +6,14 @@
 //! runtime. Models are reached through the [`Scorer`] seam: [`onnx::OnnxScorer`] serves
 //! the ONNX models of the registry; tests use a small in-memory scorer.
 //!
+//! Besides the tick, fresh data is scored at once: ingest calls
+//! [`PredictionEngine::data_arrived`] with the host whose batch it stored, and the engine
+//! thread, after waiting [`PredictConfig::data_coalesce`] for other hosts' batches, scores
+//! those hosts' resources ([`PredictionEngine::tick_hosts`]: hysteresis and events as in a
+//! tick; no anomaly detection, staleness or TICK events, which stay with the tick). A
+//! threshold crossing then costs milliseconds, not up to a tick; the tick remains the
+//! ceiling (and covers resources first seen since the last tick).
+//!
 //! Events go to a [`tokio::sync::broadcast`] channel: each subscriber reads at its own
 //! pace from a bounded ring, and one that falls behind loses the oldest events and is
 //! told how many (see `server`), so a slow subscriber never slows the engine.
@@ -15,15 +23,15 @@
 
 pub mod onnx;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::broadcast;
 
 use crate::anomaly::{AnomalyConfig, HostDetector};
-use crate::features::{FeatureEngine, FeatureMatrix, ResourceKind, feature_names};
+use crate::features::{FeatureEngine, FeatureMatrix, ResourceKind, RowRef, feature_names};
 
 /// Failure type of the per-host anomaly detector's events.
 pub const ANOMALY: &str = "anomaly";
@@ -96,6 +104,9 @@ pub struct PredictConfig {
     pub subscriber_buffer: usize,
     /// The per-host anomaly detector.
     pub anomaly: AnomalyConfig,
+    /// Hosts whose data arrived are scored after waiting this long for more batches (see
+    /// [`PredictionEngine::data_arrived`]); `None`: only on the tick.
+    pub data_coalesce: Option<Duration>,
 }
 
 impl Default for PredictConfig {
@@ -109,6 +120,7 @@ impl Default for PredictConfig {
             top_features: 3,
             subscriber_buffer: 1024,
             anomaly: AnomalyConfig::default(),
+            data_coalesce: Some(Duration::from_millis(2)),
         }
     }
 }
@@ -167,6 +179,8 @@ pub struct EngineStats {
     pub tick_p50_ms: f64,
     pub tick_p99_ms: f64,
     pub last_error: Option<String>,
+    /// Passes over hosts whose data just arrived ([`PredictionEngine::tick_hosts`]).
+    pub early_ticks: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -188,6 +202,11 @@ pub struct PredictionEngine {
     detectors: Mutex<HashMap<String, HostDetector>>,
     latest: Mutex<HashMap<String, Vec<Arc<Event>>>>,
     stats: Mutex<(EngineStats, Vec<f64>)>,
+    /// Hosts with data not yet scored, and the engine thread to wake for them.
+    fresh_hosts: Mutex<HashSet<String>>,
+    engine_thread: OnceLock<std::thread::Thread>,
+    /// Resources per host as of the last tick (what [`Self::tick_hosts`] scores).
+    by_host: Mutex<HashMap<String, Vec<String>>>,
 }
 
 /// Handle of the engine thread; stops it when dropped.
@@ -224,6 +243,9 @@ impl PredictionEngine {
             detectors: Mutex::new(HashMap::new()),
             latest: Mutex::new(HashMap::new()),
             stats: Mutex::new((EngineStats::default(), Vec::new())),
+            fresh_hosts: Mutex::new(HashSet::new()),
+            engine_thread: OnceLock::new(),
+            by_host: Mutex::new(HashMap::new()),
         })
     }
 
@@ -253,9 +275,19 @@ impl PredictionEngine {
             while !flag.load(Ordering::Acquire) {
                 let now = Instant::now();
                 if now < next {
+                    if let Some(wait) = engine.cfg.data_coalesce
+                        && engine.has_fresh_hosts()
+                    {
+                        // Batches of other hosts arriving meanwhile share the pass.
+                        std::thread::sleep(wait.min(next - now));
+                        let hosts = engine.take_fresh_hosts();
+                        engine.tick_hosts(augur_core::time::now_ms(), &hosts);
+                        continue;
+                    }
                     std::thread::park_timeout(next - now);
                     continue;
                 }
+                engine.take_fresh_hosts(); // the tick scores everything
                 engine.tick(augur_core::time::now_ms());
                 engine.features.forget_idle(augur_core::time::now_ms());
                 next += engine.cfg.tick;
@@ -264,15 +296,73 @@ impl PredictionEngine {
                 }
             }
         })?;
+        let _ = self.engine_thread.set(handle.thread().clone());
         Ok(EngineThread { stop, handle: Some(handle) })
+    }
+
+    /// Ingest stored a batch of `host`: its resources are scored within
+    /// [`PredictConfig::data_coalesce`] instead of at the next tick. Cheap (a set insert
+    /// and an unpark); does nothing before [`Self::spawn`] or with early scoring off.
+    pub fn data_arrived(&self, host: &str) {
+        let (Some(thread), Some(_)) = (self.engine_thread.get(), self.cfg.data_coalesce) else { return };
+        {
+            let mut fresh = self.fresh_hosts.lock().unwrap_or_else(PoisonError::into_inner);
+            if !fresh.contains(host) {
+                fresh.insert(host.to_owned());
+            }
+        }
+        thread.unpark();
+    }
+
+    fn has_fresh_hosts(&self) -> bool {
+        !self.fresh_hosts.lock().unwrap_or_else(PoisonError::into_inner).is_empty()
+    }
+
+    fn take_fresh_hosts(&self) -> HashSet<String> {
+        std::mem::take(&mut *self.fresh_hosts.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Scores the resources the last tick saw on `hosts` (their newest data) and publishes
+    /// the state changes; like [`Self::tick`] without anomaly detection, staleness
+    /// clearing and TICK events. Returns the events published.
+    pub fn tick_hosts(&self, now_ms: i64, hosts: &HashSet<String>) -> Vec<Arc<Event>> {
+        let mut resources: Vec<String> = {
+            let by_host = self.by_host.lock().unwrap_or_else(PoisonError::into_inner);
+            hosts.iter().filter_map(|h| by_host.get(h)).flatten().cloned().collect()
+        };
+        if resources.is_empty() {
+            return Vec::new();
+        }
+        resources.sort();
+        self.tick_scoped(now_ms, Some(&resources))
+    }
+
+    /// Features at `now_ms` of `resources` that are of `kind` (a subset of a tick's matrix).
+    fn matrix_of(&self, kind: ResourceKind, now_ms: i64, resources: &[String]) -> FeatureMatrix {
+        let mut m = FeatureMatrix::default();
+        for r in resources {
+            if let Some((k, row)) = self.features.resource(r, now_ms)
+                && k == kind
+            {
+                m.columns = row.len();
+                m.rows.push(RowRef { resource: r.clone(), last_ms: now_ms });
+                m.values.extend(row);
+            }
+        }
+        m
     }
 
     /// One tick at `now_ms`: score every live resource and publish events. Returns the
     /// events published.
     pub fn tick(&self, now_ms: i64) -> Vec<Arc<Event>> {
+        self.tick_scoped(now_ms, None)
+    }
+
+    /// A tick over every live resource (`scope` None) or over the named ones only.
+    fn tick_scoped(&self, now_ms: i64, scope: Option<&[String]>) -> Vec<Arc<Event>> {
         let started = Instant::now();
         let models = self.scorer.models();
-        let every_tick = self.every_tick_subscribers.load(Ordering::Acquire) > 0;
+        let every_tick = scope.is_none() && self.every_tick_subscribers.load(Ordering::Acquire) > 0;
         let mut out = Vec::new();
         let mut errors = Vec::new();
         let mut rows_scored = 0u64;
@@ -287,7 +377,10 @@ impl PredictionEngine {
         let mut matrices: HashMap<ResourceKind, FeatureMatrix> = HashMap::new();
         for ((kind, failure_type), mut group) in groups {
             group.sort_by_key(|m| m.horizon_s);
-            let m = matrices.entry(kind).or_insert_with(|| self.features.matrix(kind, now_ms));
+            let m = matrices.entry(kind).or_insert_with(|| match scope {
+                None => self.features.matrix(kind, now_ms),
+                Some(resources) => self.matrix_of(kind, now_ms, resources),
+            });
             if m.rows.is_empty() {
                 continue;
             }
@@ -380,8 +473,8 @@ impl PredictionEngine {
                 }
             }
         }
-        // Per-host anomaly detection on the host features.
-        {
+        // Per-host anomaly detection on the host features (once per tick).
+        if scope.is_none() {
             let m =
                 matrices.entry(ResourceKind::Host).or_insert_with(|| self.features.matrix(ResourceKind::Host, now_ms));
             let names = feature_names(ResourceKind::Host, self.features.config());
@@ -458,7 +551,7 @@ impl PredictionEngine {
             }
         }
         // Raised alarms of resources that went away are cleared.
-        {
+        if scope.is_none() {
             let mut alarms = self.alarms.lock().unwrap_or_else(PoisonError::into_inner);
             let gone: Vec<(String, String)> = alarms.keys().filter(|k| !seen.contains_key(*k)).cloned().collect();
             for key in gone {
@@ -488,7 +581,23 @@ impl PredictionEngine {
                 }
             }
         }
-        *self.latest.lock().unwrap_or_else(PoisonError::into_inner) = latest;
+        if scope.is_none() {
+            let mut by_host: HashMap<String, Vec<String>> = HashMap::new();
+            for m in matrices.values() {
+                for row in &m.rows {
+                    by_host.entry(host_of(&row.resource).to_owned()).or_default().push(row.resource.clone());
+                }
+            }
+            *self.by_host.lock().unwrap_or_else(PoisonError::into_inner) = by_host;
+            *self.latest.lock().unwrap_or_else(PoisonError::into_inner) = latest;
+        } else {
+            let mut all = self.latest.lock().unwrap_or_else(PoisonError::into_inner);
+            for (resource, evs) in latest {
+                let kept = all.entry(resource).or_default();
+                kept.retain(|old| !evs.iter().any(|e| e.failure_type == old.failure_type));
+                kept.extend(evs);
+            }
+        }
         for ev in &out {
             // No receivers is fine: nobody is listening.
             let _ = self.events.send(ev.clone());
@@ -496,6 +605,16 @@ impl PredictionEngine {
         let took = started.elapsed().as_secs_f64() * 1000.0;
         let mut st = self.stats.lock().unwrap_or_else(PoisonError::into_inner);
         let (s, window) = &mut *st;
+        if scope.is_some() {
+            s.early_ticks += 1;
+            s.events += out.iter().filter(|e| e.state != EventState::Tick).count() as u64;
+            s.rows_scored += rows_scored;
+            s.score_errors += errors.len() as u64;
+            if let Some(e) = errors.last() {
+                s.last_error = Some(e.clone());
+            }
+            return out;
+        }
         s.ticks += 1;
         s.events += out.iter().filter(|e| e.state != EventState::Tick).count() as u64;
         s.rows_scored += rows_scored;
@@ -857,6 +976,46 @@ mod tests {
         drop(sub);
         feed(&fe, 1_011_000, 10.0);
         assert!(pe.tick(1_011_000).is_empty(), "no TICK events without every-tick subscribers");
+    }
+
+    #[test]
+    fn fresh_data_of_a_host_is_scored_before_the_next_tick() {
+        let (fe, pe, _) = setup(vec![30]);
+        feed(&fe, 1_000_000, 10.0);
+        assert!(pe.tick(1_000_000).is_empty());
+        let hosts = |h: &str| HashSet::from([h.to_owned()]);
+        feed(&fe, 1_000_500, 90.0);
+        assert!(pe.tick_hosts(1_000_510, &hosts("other")).is_empty(), "only the named hosts are scored");
+        let evs = pe.tick_hosts(1_000_510, &hosts("h"));
+        assert_eq!(evs.len(), 1);
+        assert_eq!((evs[0].state, evs[0].resource.as_str()), (EventState::Raised, "h/cgroup/app"));
+        assert!(!evs[0].top_features.is_empty(), "raised early, explained as in a tick");
+        assert!((pe.latest("h/cgroup/app")[0].probability - 0.9).abs() < 1e-6);
+        // The tick finds the state already raised: no second event.
+        feed(&fe, 1_001_000, 90.0);
+        assert!(pe.tick(1_001_000).is_empty());
+        let st = pe.stats();
+        assert_eq!((st.ticks, st.early_ticks, st.events), (2, 1, 1), "a host with nothing to score costs no pass");
+    }
+
+    #[test]
+    fn data_arrived_wakes_the_engine_thread_long_before_its_tick() {
+        let fe = Arc::new(FeatureEngine::new(FeatureConfig::default()));
+        let scorer = Arc::new(UtilScorer { horizons: vec![30], fail: StdMutex::new(false), operating: None });
+        let cfg = PredictConfig { tick: Duration::from_secs(3600), ..PredictConfig::default() };
+        let pe = PredictionEngine::new(cfg, fe.clone(), scorer);
+        let now = augur_core::time::now_ms();
+        feed(&fe, now - 1000, 10.0);
+        assert!(pe.tick(now - 1000).is_empty()); // the tick learns the host's resources
+        let mut sub = pe.subscribe(false);
+        let _thread = pe.spawn().expect("engine thread");
+        feed(&fe, now, 90.0);
+        pe.data_arrived("h");
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let got = rt.block_on(async { tokio::time::timeout(Duration::from_secs(60), sub.next()).await });
+        let (ev, _) = got.expect("scored without waiting an hour for the tick").expect("engine alive");
+        assert_eq!(ev.state, EventState::Raised);
+        assert_eq!(pe.stats().ticks, 1);
     }
 
     #[test]
