@@ -41,6 +41,11 @@ pub struct PredictSection {
     /// How often every live resource is scored.
     #[serde(with = "units::duration")]
     pub tick: Duration,
+    /// Also score a host's resources as soon as its data is stored, not only on the tick…
+    pub score_on_arrival: bool,
+    /// …after waiting this long for other hosts' batches to share the pass.
+    #[serde(with = "units::duration")]
+    pub arrival_coalesce: Duration,
     /// An event is raised when the probability reaches this…
     pub raise_threshold: f64,
     /// …and cleared when it falls below this.
@@ -133,6 +138,8 @@ impl Default for PredictSection {
             models: PathBuf::new(),
             onnxruntime_library: PathBuf::new(),
             tick: d.tick,
+            score_on_arrival: d.data_coalesce.is_some(),
+            arrival_coalesce: d.data_coalesce.unwrap_or(Duration::from_millis(2)),
             raise_threshold: d.raise_threshold,
             clear_threshold: d.clear_threshold,
             update_delta: d.update_delta,
@@ -151,6 +158,7 @@ impl PredictSection {
             clear_threshold: self.clear_threshold,
             update_delta: self.update_delta,
             subscriber_buffer: self.subscriber_buffer,
+            data_coalesce: self.score_on_arrival.then_some(self.arrival_coalesce),
             ..crate::predict::PredictConfig::default()
         }
     }
@@ -247,6 +255,12 @@ impl AggregatorConfig {
         if p.tick < Duration::from_millis(100) {
             return bad("predict.tick must be at least 100ms".into());
         }
+        if p.arrival_coalesce > Duration::from_millis(100) {
+            return bad(format!(
+                "predict.arrival_coalesce must be at most 100ms (got {}): it delays every early pass",
+                humantime::format_duration(p.arrival_coalesce)
+            ));
+        }
         if !(0.0..=1.0).contains(&p.raise_threshold) || !(0.0..=1.0).contains(&p.clear_threshold) {
             return bad("predict.raise_threshold and predict.clear_threshold must be in [0, 1]".into());
         }
@@ -322,6 +336,14 @@ mod tests {
         let dir = augur_core::testing::crate_dir(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config");
         let seen = augur_core::testing::check_invalid_config_fixtures(&dir, AggregatorConfig::load);
         assert!(seen >= 4, "expected at least 4 invalid fixtures, found {seen}");
+    }
+
+    #[test]
+    fn scoring_on_arrival_can_be_turned_off_or_coalesced_longer() {
+        let off = AggregatorConfig::parse("[predict]\nscore_on_arrival = false\n", "off").unwrap();
+        assert_eq!(off.predict.engine_config().data_coalesce, None);
+        let on = AggregatorConfig::parse("[predict]\narrival_coalesce = \"5ms\"\n", "on").unwrap();
+        assert_eq!(on.predict.engine_config().data_coalesce, Some(Duration::from_millis(5)));
     }
 
     #[test]
