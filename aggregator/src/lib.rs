@@ -13,6 +13,8 @@
 //! - [`anomaly`]: per-host anomaly detectors learned online (whitened PCA residual + EWMA).
 //! - [`forecast`]: per-series quantile forecasts, the model chosen by rolling-origin CV.
 //! - [`remediate`]: the closed loop: decisions under policy, workflows, commands, audit trail.
+//! - [`orchestrator`]: the `Orchestrator` gRPC service and the operations behind it and the REST gateway.
+//! - [`rest`]: the REST/JSON gateway (`POST /orchestrate_migration`, `GET /remediation_events`...).
 //! - [`registry`]: hosts that connected, their labels and counters.
 //! - [`server`]: the gRPC services (the only tonic code).
 //!
@@ -25,10 +27,12 @@ pub mod forecast;
 pub mod http;
 pub mod ingest;
 pub mod model;
+pub mod orchestrator;
 pub mod predict;
 pub mod recording;
 pub mod registry;
 pub mod remediate;
+pub mod rest;
 pub mod server;
 pub mod storage;
 
@@ -134,8 +138,27 @@ pub async fn run_with(
     let decisions = tokio::spawn(remediator.run(config.predict.tick, shared.stopping.clone()));
     let shared_stop = shared.stopping.clone();
     let (telemetry, query, predictions_svc) = server::services(shared.clone());
-    let routes = tonic::service::Routes::new(telemetry).add_service(query).add_service(predictions_svc);
-    let router = http::routes(routes.into_axum_router(), shared);
+    // Operator requests (gRPC Orchestrator and the REST gateway) run plans through the same workflow engine.
+    let orchestration = Arc::new(orchestrator::Orchestration::new(
+        config.remediation.clone(),
+        shared.registry.clone(),
+        Arc::new(remediate::decide::WorkflowExecutor {
+            dispatcher: shared.dispatcher.clone(),
+            audit: shared.audit.clone(),
+            step_timeout: config.remediation.safety.action_deadline,
+        }),
+        shared.remediator.clone(),
+        shared.audit.clone(),
+        shared.predictions.clone(),
+        shared.features.clone(),
+        shared.store.clone(),
+        shared.forecasts.clone(),
+    ));
+    let routes = tonic::service::Routes::new(telemetry)
+        .add_service(query)
+        .add_service(predictions_svc)
+        .add_service(orchestrator::service(orchestration.clone()));
+    let router = http::routes(routes.into_axum_router(), shared).merge(rest::routes(orchestration));
     // Nagle off on every accepted connection (the builder's `tcp_nodelay` does not reach an
     // incoming stream we hand it): a Command written right after an Ack would otherwise wait
     // for the agent's delayed ACK, about 40 ms.

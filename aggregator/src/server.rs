@@ -104,6 +104,16 @@ pub fn services(
 
 /// Maps domain errors to gRPC statuses (the one place that does).
 pub fn status_of(e: &(dyn std::error::Error + 'static)) -> Status {
+    if let Some(e) = e.downcast_ref::<crate::orchestrator::OrchestrateError>() {
+        use crate::orchestrator::OrchestrateError as O;
+        return match e {
+            O::BadRequest(m) => Status::invalid_argument(m.clone()),
+            O::NotFound(m) => Status::not_found(m.clone()),
+            O::Refused(m) => Status::failed_precondition(m.clone()),
+            O::Unavailable(m) => Status::unavailable(m.clone()),
+            O::Internal(m) => Status::internal(m.clone()),
+        };
+    }
     if let Some(e) = e.downcast_ref::<crate::forecast::ForecastError>() {
         use crate::forecast::ForecastError as F;
         return match e {

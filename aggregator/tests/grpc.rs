@@ -18,6 +18,8 @@ use tonic::{Code, Status, Streaming};
 
 #[path = "grpc/closed_loop.rs"]
 mod closed_loop;
+#[path = "grpc/orchestrator.rs"]
+mod orchestrator;
 
 struct Server {
     url: String,

@@ -1,5 +1,7 @@
 //! End-to-end tests: one binary, one module per area.
 
+mod failover;
+mod migration;
 mod netlab;
 mod pipeline;
 mod predict;
