@@ -143,5 +143,21 @@ class OperatingPoint(unittest.TestCase):
         self.assertLessEqual(op.threshold, 0.5)
 
 
+class PerDataset(unittest.TestCase):
+    def test_rows_per_dataset_only_when_a_split_spans_several(self):
+        t = ts(0, 600)
+        a = scored("a/n1", t, np.where(t == 300 * S, 0.9, 0.1), None)
+        b = scored("b/n1", t, np.full(len(t), 0.1), None)
+        b.rows.run.dataset = "b"
+        a.rows.run.dataset = "a"
+        op = evaluate.OperatingPoint(horizon_s=120, threshold=0.5)
+        rows = evaluate.per_dataset_rows("soak", [a, b], op, [30, 120], {30: "m30", 120: "m2"})
+        shipped = {r["split"]: r for r in rows if r["detector"] == "shipped"}
+        self.assertEqual(set(shipped), {"soak_runs/a", "soak_runs/b"})
+        self.assertEqual(shipped["soak_runs/a"]["false_alarms"], 1)
+        self.assertEqual(shipped["soak_runs/b"]["false_alarms"], 0)
+        self.assertEqual(evaluate.per_dataset_rows("soak", [a], op, [30, 120], {30: "m30", 120: "m2"}), [])
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -74,6 +74,42 @@ class Split(unittest.TestCase):
             self.assertGreater(c[(v, "test")], 0)
         self.assertNotEqual(a, split.assign_splits(rs, seed=1))
 
+    def test_soak_runs(self):
+        rs = runs()
+        soak = []
+        for i, v in enumerate(["normal.steady"] * 12 + ["mem.sawtooth"] * 8 + ["normal.periodic"] * 5):
+            soak.append(
+                data.Run(
+                    key=f"soak/run-{i:04d}",
+                    dataset="soak",
+                    run_id=f"run-{i:04d}",
+                    family=v.split(".")[0],
+                    variant=v,
+                    resource=f"h/cgroup/augur-lab/run-{i:04d}",
+                    created_ms=0,
+                    start_ms=0,
+                    end_ms=1,
+                    failure=None,
+                    failure_times={},
+                    limits={"memory_bytes": 256 << 20},
+                    params={"soak_s": 1980.0},
+                )
+            )
+        a = split.assign_splits(rs + soak)
+        without = split.assign_splits(rs)
+        # soak runs do not move the other runs
+        self.assertEqual({k: a[k] for k in without}, without)
+        c = Counter((r.variant, a[r.key]) for r in soak)
+        self.assertEqual(c[("normal.steady", "soak")], 9)
+        self.assertEqual((c[("normal.steady", "train")], c[("normal.steady", "val")]), (2, 1))
+        self.assertEqual(c[("mem.sawtooth", "soak")], 6)
+        self.assertEqual((c[("mem.sawtooth", "train")], c[("mem.sawtooth", "val")]), (1, 1))
+        # a held-out variant is never trained on, soak or not
+        self.assertEqual(c[("normal.periodic", "soak")], 5)
+        self.assertFalse(any(a[r.key] in ("test", "heldout") for r in soak))
+        self.assertTrue(split.is_soak(soak[0]))
+        self.assertFalse(split.is_soak(rs[0]))
+
     def test_split_counts(self):
         self.assertEqual(split.split_counts(0), (0, 0, 0))
         self.assertEqual(split.split_counts(1), (1, 0, 0))

@@ -56,7 +56,18 @@ ONNX_TOLERANCE = 1e-4
 # design rather than memory exhaustion. The ONNX input is still the full schema (the
 # aggregator feeds every feature); unused columns are constant in training, so no tree
 # splits on them.
-USED_FEATURE_PREFIXES = ("mem_util", "mem_ws_util", "mem_tte_s_", "psi_mem_waiting_", "mem_fail_rate_")
+USED_FEATURE_PREFIXES = (
+    "mem_util",
+    "mem_ws_util",
+    "mem_tte_s_",
+    "psi_mem_waiting_",
+    "mem_fail_rate_",
+    # schema 2: peak and drawdown of usage against the limit, acceleration, accelerating TTE
+    "mem_peak_util_",
+    "mem_drawdown_util_",
+    "mem_accel_util",
+    "mem_tte_accel_s",
+)
 # Windows no lab run warms up: lab runs last minutes, so a 30-min window only ever holds
 # a run's whole (short) history, and its slope is 0 (time to exhaustion "never") until the
 # window's second 2-min bucket starts, at a moment set by bucket alignment. A model fed
@@ -65,7 +76,23 @@ UNUSED_WINDOWS = ("_30m",)
 # What the feature engine reports for a container without a memory limit: every
 # limit-derived feature is NaN. A share of training rows is repeated that way with
 # label 0 (no limit, no OOM kill by the limit), so missing never reads as "exhausted".
-LIMIT_DERIVED = ("mem_util", "mem_ws_util", "mem_headroom_bytes", "mem_tte_s_30s", "mem_tte_s_5m", "mem_tte_s_30m", "mem_limit_last")
+LIMIT_DERIVED = (
+    "mem_util",
+    "mem_ws_util",
+    "mem_headroom_bytes",
+    "mem_tte_s_30s",
+    "mem_tte_s_5m",
+    "mem_tte_s_30m",
+    "mem_limit_last",
+    "mem_peak_util_30s",
+    "mem_peak_util_5m",
+    "mem_peak_util_30m",
+    "mem_drawdown_util_30s",
+    "mem_drawdown_util_5m",
+    "mem_drawdown_util_30m",
+    "mem_accel_util",
+    "mem_tte_accel_s",
+)
 UNLIMITED_SHARE = 0.1
 
 LGBM_PARAMS = dict(
@@ -99,11 +126,18 @@ def horizon_text(h: int) -> str:
 
 def monotone_direction(name: str) -> int:
     """Domain knowledge as monotone constraints: P(OOM) never falls as usage gets closer to
-    the limit, as the time to exhaustion gets shorter, or as memory pressure and limit hits
-    rise (levels only; slopes and spreads are unconstrained)."""
+    the limit, as the time to exhaustion gets shorter (linear or accelerating), as memory
+    pressure and limit hits rise (levels only; slopes and spreads are unconstrained) or as
+    usage accelerates, and never rises with the drawdown after a recent high."""
     if name in ("mem_util", "mem_ws_util"):
         return 1
-    if name.startswith("mem_tte_s_"):
+    if name.startswith("mem_tte_s_") or name == "mem_tte_accel_s":
+        return -1
+    # schema 2: faster-growing usage never lowers P; a larger fall after a recent high
+    # (a collection, an eviction: not a leak) never raises it
+    if name == "mem_accel_util":
+        return 1
+    if name.startswith("mem_drawdown_util_"):
         return -1
     if name.startswith(("psi_mem_waiting_", "mem_fail_rate_")) and name.endswith(("_last", "_ewma", "_mean")):
         return 1
@@ -126,7 +160,8 @@ def training_matrix(rows: list[data.RunRows], h: int, names: list[str], rng: np.
     pick = np.sort(rng.choice(len(x), size=n_aug, replace=False))
     xa = x[pick].copy()
     for n in LIMIT_DERIVED:
-        xa[:, names.index(n)] = np.nan
+        if n in names:
+            xa[:, names.index(n)] = np.nan
     x = np.concatenate([x, xa])
     y = np.concatenate([y, np.zeros(n_aug, dtype=y.dtype)])
     return mask_unused(x, names), y
@@ -205,6 +240,16 @@ def manifest_text(entries: list[dict], schema: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def other_entries(manifest: Path) -> str:
+    """The manifest's entries of other kinds (e.g. the forecast model, written by
+    models/forecast/train.py), kept as they are when the failure models are rewritten."""
+    if not manifest.is_file():
+        return ""
+    _, *blocks = manifest.read_text().split("\n[[model]]\n")
+    keep = [b for b in blocks if 'kind = "failure_probability"' not in b.split("[model.schema]", 1)[0]]
+    return "".join("\n[[model]]\n" + b.rstrip("\n") + "\n" for b in keep)
+
+
 def onnx_predict(model_bytes: bytes):
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
@@ -248,8 +293,9 @@ def card_markdown(card: dict) -> str:
         "  Absolute byte counts, the limit itself and CPU / pids signals are deliberately unused (lab limits are "
         "64-512 MiB; a model keyed on them would learn the lab's design, not memory exhaustion).",
         "- Monotone constraints (domain knowledge): P never falls as usage approaches the limit (`mem_util`, "
-        "`mem_ws_util` up), as time to exhaustion shortens (`mem_tte_s_*` down) or as memory pressure and limit hits "
-        "rise (levels of `psi_mem_waiting_*`, `mem_fail_rate_*` up).",
+        "`mem_ws_util` up), as time to exhaustion shortens (`mem_tte_s_*`, `mem_tte_accel_s` down), as memory pressure "
+        "and limit hits rise (levels of `psi_mem_waiting_*`, `mem_fail_rate_*` up) or as usage accelerates "
+        "(`mem_accel_util` up); P never rises with the fall after a recent high (`mem_drawdown_util_*` down).",
         f"- Most important features (split gain): " + ", ".join(f"`{k}` {v:.0%}" for k, v in m["importance"][:6]) + ".",
         "- A container without a memory limit (every limit-derived feature NaN) was taught as label 0: "
         f"it scores {fmt(m['p_unlimited_row'], 4)} on such a row, {fmt(m['p_all_nan_row'], 4)} on an all-NaN row.",
@@ -275,7 +321,7 @@ def card_markdown(card: dict) -> str:
         "| split | Brier | ECE | Brier static | ECE static | Brier linear | ECE linear |",
         "|---|---|---|---|---|---|---|",
     ]
-    for s in ("test", "heldout", "val"):
+    for s in ("test", "heldout", "soak", "val"):
         c = card["calibration"].get(s)
         if c:
             lines.append(
@@ -380,7 +426,8 @@ def main(argv=None) -> int:
     ref = np.concatenate([r.x for r in by["val"]])
     probe_unlimited[0] = np.nanmedian(np.where(np.isfinite(ref), ref, np.nan), axis=0)
     for n in LIMIT_DERIVED:
-        probe_unlimited[0, names.index(n)] = np.nan
+        if n in names:
+            probe_unlimited[0, names.index(n)] = np.nan
     probe_nan = np.full((1, len(names)), np.nan, dtype=np.float32)
 
     models = {}
@@ -430,7 +477,7 @@ def main(argv=None) -> int:
     # the version names what was shipped: the data and the three exported graphs
     version = f"{MODEL_VERSION}+{sha256((data_sha + ''.join(sha256_bytes(m['blob']) for m in models.values())).encode())[:8]}"
     predictors = {h: m["predict"] for h, m in models.items()}
-    scored = {s: evaluate.score_runs(by[s], predictors, names) for s in ("val", "test", "heldout")}
+    scored = {s: evaluate.score_runs(by[s], predictors, names) for s in ("val", "test", "heldout", "soak")}
     op = evaluate.choose_operating_point(scored["val"], HORIZONS)
     log(f"operating point (validation): {model_name(op.horizon_s)} at p >= {op.threshold:.4f} (val recall@30s {op.val_recall_lead30s:.3f})")
     tuned = evaluate.tune_baselines(scored["val"])
@@ -440,10 +487,12 @@ def main(argv=None) -> int:
     )
     model_names = {h: model_name(h) for h in HORIZONS}
     alarm_rows = []
-    for s in ("test", "heldout", "val"):
+    for s in ("test", "heldout", "soak", "val"):
         if scored[s]:
             alarm_rows.extend(evaluate.split_rows(s, scored[s], op, HORIZONS, model_names, tuned))
-    cal = {h: {s: evaluate.calibration(scored[s], h) for s in ("val", "test", "heldout") if scored[s]} for h in HORIZONS}
+        if s == "soak":
+            alarm_rows.extend(evaluate.per_dataset_rows(s, scored[s], op, HORIZONS, model_names, tuned))
+    cal = {h: {s: evaluate.calibration(scored[s], h) for s in ("val", "test", "heldout", "soak") if scored[s]} for h in HORIZONS}
 
     # ---- write artifacts
     args.out.mkdir(parents=True, exist_ok=True)
@@ -452,31 +501,44 @@ def main(argv=None) -> int:
     entries = []
     test_row = next((r for r in alarm_rows if r["split"] == evaluate.SPLIT_LABEL["test"] and r["detector"] == "shipped"), {})
     held_row = next((r for r in alarm_rows if r["split"] == evaluate.SPLIT_LABEL["heldout"] and r["detector"] == "shipped"), {})
+    soak_row = next((r for r in alarm_rows if r["split"] == evaluate.SPLIT_LABEL["soak"] and r["detector"] == "shipped"), {})
     meta = datasets[0].meta_json() if datasets else {}
     longest_s = max((r.ts[-1] - r.ts[0]) / 1000 for r in rows)
+    soak_hours = sum(metrics.run_hours(r.ts) for r in by["soak"])
     notes = [
-        "Lab runs last minutes: the normal runs of a split add up to a few workload-hours, so one false alarm "
-        "is 10-30 per workload-day and zero false alarms cannot show a rate below 1 per day; the counts are given "
-        "next to every rate.",
-        "Every lab run here is shorter than 10 min, so y_10min is 1 on every row of a run that OOMs and 0 on every other: "
+        (
+            f"False alarms per workload-day are judged on the soak split: {counts['soak']['runs']} soak runs "
+            f"({soak_hours:.1f} workload-hours) of normal and must-not-alarm workloads (steady, bursty, periodic, GC "
+            "sawtooth, cache plateau, page cache) lasting 33 min each, never trained or calibrated on. The other lab "
+            "runs last minutes: their normal runs add up to a few workload-hours per split, so one false alarm there "
+            "is 10-30 per workload-day; the counts are given next to every rate."
+            if counts["soak"]["runs"]
+            else "Lab runs last minutes: the normal runs of a split add up to a few workload-hours, so one false alarm "
+            "is 10-30 per workload-day and zero false alarms cannot show a rate below 1 per day; the counts are given "
+            "next to every rate (no soak dataset: `make lab-soak` records one)."
+        ),
+        "Every lab run that OOMs here is shorter than 10 min, so y_10min is 1 on every row of a run that OOMs and 0 on every other: "
         "the 10-min model learns which runs are leaks (the lab's scenario mix, e.g. 'young container whose memory "
         "rose'), not how far away a failure is. It is calibrated on the lab's mix and does not raise events.",
-        "30-min-window features are unused: no lab run warms a 30-min window (its slope is 0, time to exhaustion "
-        "'never', until the window's second 2-min bucket starts), so a model would learn 'young, so safe'.",
+        "30-min-window features are unused: only soak runs (none of which fails) warm a 30-min window (its slope is 0, "
+        "time to exhaustion 'never', until the window's second 2-min bucket starts), so a model would learn 'young, so "
+        "safe'.",
         "A GC-like sawtooth on its first rise (to up to 85 % of the limit, fast) looks like a fast leak at the same "
         "usage: no feature of the engine tells them apart, so a leak that fills its limit in about 2 min from empty "
         "is warned less than 30 s ahead at this false-alarm budget; slower leaks get more lead.",
         "At this false-alarm budget both baselines, tuned on validation, warn nothing 30 s ahead: page cache "
         "(mem.pagecache) keeps usage at the limit with a time to exhaustion near 0 and no OOM.",
-        "Accelerating leaks (held out) are warned later: every slope feature is linear, so time to exhaustion is "
-        "overestimated while growth accelerates.",
+        "Accelerating leaks are a held-out family: no training run accelerates, so the acceleration features of schema "
+        "2 (`mem_accel_util`, `mem_tte_accel_s`) are learnt only from linear and stepwise leaks and normal runs, "
+        "through their monotone constraints; the held-out figures show how far that carries.",
         "The lab's leaks are synthetic (linear, accelerating and stepwise growth of touched anonymous memory); "
         "real leaks with allocator or GC behaviour may look different.",
         f"Runs last at most {longest_s:.0f} s. Recorded on cgroup {meta.get('cgroup_mode', '?')} (kernel {meta.get('kernel', '?')}), PSI per cgroup "
         f"{'available' if meta.get('psi_per_cgroup') else 'unavailable'}.",
     ]
-    if longest_s >= max(HORIZONS):
-        notes = [n for n in notes if not n.startswith("Every lab run here is shorter than 10 min")]
+    longest_oom_s = max(((r.ts[-1] - r.ts[0]) / 1000 for r in rows if r.t_f is not None), default=0.0)
+    if longest_oom_s >= max(HORIZONS):
+        notes = [n for n in notes if not n.startswith("Every lab run that OOMs here is shorter than 10 min")]
     if all(d["labels"].startswith("/") for d in ds_info):
         notes.insert(0, "Trained on the lab's smoke session only (too few runs for meaningful figures); retrain with `make models` once the full dataset is in models/lab/data.")
     split_doc = {
@@ -484,7 +546,9 @@ def main(argv=None) -> int:
         "rule": (
             "held-out families = every leak.accel run, every leak run with a 512 MiB limit and every normal.periodic run "
             "(never trained or calibrated on); the other runs per variant 50 % train / 25 % val (calibration and operating "
-            "point) / 25 % test, by a seeded hash of the run id."
+            "point) / 25 % test, by a seeded hash of the run id. Soak runs (33-min normal workloads, `run.py --soak`): "
+            "per variant 75 % to the soak split (false alarms per workload-day; never trained or calibrated on), the rest "
+            "half train, half val; soak runs of held-out variants all to the soak split."
         ),
         "counts": counts,
     }
@@ -507,6 +571,7 @@ def main(argv=None) -> int:
                 false_alarms_per_workload_day_test=test_row.get("false_alarms_per_workload_day"),
                 median_lead_s_test=test_row.get("median_lead_s"),
                 recall_lead30s_heldout=held_row.get("recall_lead30s"),
+                false_alarms_per_workload_day_soak=soak_row.get("false_alarms_per_workload_day"),
             )
         entries.append(
             {
@@ -566,7 +631,7 @@ def main(argv=None) -> int:
         }
         write_atomic(cards_dir / f"{m['name']}.json", json.dumps(_clean(card), indent=1, default=_json_default) + "\n")
         write_atomic(cards_dir / f"{m['name']}.md", card_markdown(card))
-    write_atomic(args.out / "manifest.toml", manifest_text(entries, schema))
+    write_atomic(args.out / "manifest.toml", manifest_text(entries, schema) + other_entries(args.out / "manifest.toml"))
     write_atomic(
         cards_dir / "lab-split.json",
         json.dumps(

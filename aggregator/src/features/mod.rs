@@ -13,6 +13,16 @@
 //! time-to-exhaustion per window (headroom / slope, capped at [`TTE_CAP_S`]), CPU
 //! throttling ratio. Missing inputs give NaN, which the tree models treat as missing.
 //!
+//! Containers also get (schema version 2), against the memory limit: the peak and the
+//! largest drawdown of usage per window (a workload whose memory fell back after a high
+//! — a garbage collection, a cache eviction — is not a leak on its way up), the
+//! acceleration of usage (the difference of the first two windows' slopes over the
+//! distance of their centres, which are taken within the container's age so a young
+//! container's windows are not assumed full) and the time to exhaustion under constant
+//! acceleration (`h = v t + a t² / 2`, with v the first window's slope): a linear slope
+//! overestimates the time left while growth accelerates, and underestimates it while
+//! growth slows down (a cache filling up to its plateau never reaches the limit).
+//!
 //! Layout:
 //! - [`window`]: bucketed sliding windows, EWMA, counter rates.
 //! - [`signals`]: resource kinds, their signals and the routing of series to them.
@@ -31,7 +41,7 @@ use signals::*;
 use window::{CounterRate, Ewma, Window, WindowStats};
 
 /// Version of the feature definitions; models carry the version they were trained on.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 /// Time-to-exhaustion reported when nothing is being exhausted (seconds, one day).
 pub const TTE_CAP_S: f64 = 86_400.0;
 /// Time constant of each signal's EWMA.
@@ -86,6 +96,9 @@ pub fn feature_names(kind: ResourceKind, cfg: &FeatureConfig) -> Vec<String> {
             out.extend(["cpu_util", "pids_util"].map(String::from));
             per_window(&mut out, "pids_tte_s");
             per_window(&mut out, "throttle_ratio");
+            per_window(&mut out, "mem_peak_util");
+            per_window(&mut out, "mem_drawdown_util");
+            out.extend(["mem_accel_util", "mem_tte_accel_s"].map(String::from));
         }
         ResourceKind::Host => {
             out.extend(["mem_util", "swap_util"].map(String::from));
@@ -160,6 +173,8 @@ struct ResourceState {
     name: String,
     kind: ResourceKind,
     signals: Vec<SignalState>,
+    /// Time of the oldest sample seen (the resource's age at a query is `now - first_ms`).
+    first_ms: i64,
     last_ms: i64,
 }
 
@@ -169,12 +184,13 @@ impl ResourceState {
             name,
             kind,
             signals: kind.signals().iter().map(|d| SignalState::new(d, cfg)).collect(),
+            first_ms: i64::MAX,
             last_ms: i64::MIN,
         }
     }
 
     /// Appends this resource's features at `now` to `row` (see [`feature_names`]).
-    fn features(&self, now: i64, row: &mut Vec<f32>) {
+    fn features(&self, now: i64, row: &mut Vec<f32>, cfg: &FeatureConfig) {
         let n_windows = self.signals.iter().map(|s| s.windows.len()).max().unwrap_or(0);
         let mut stats: Vec<Vec<WindowStats>> = Vec::with_capacity(self.signals.len());
         for s in &self.signals {
@@ -217,6 +233,18 @@ impl ResourceState {
                         f32::NAN
                     });
                 }
+                let usage_stats = &stats[C_MEM_USAGE];
+                for w in 0..n_windows {
+                    row.push(usage_stats.get(w).map_or(f64::NAN, |s| ratio(s.max, limit)) as f32);
+                }
+                for w in 0..n_windows {
+                    let dd = self.signals[C_MEM_USAGE].windows.get(w).map_or(f64::NAN, |win| win.drawdown(now));
+                    row.push(ratio(dd, limit) as f32);
+                }
+                let age_ms = if self.first_ms <= now { now - self.first_ms } else { 0 };
+                let accel = acceleration(&cfg.windows, usage_stats, age_ms);
+                row.push(ratio(accel, limit) as f32);
+                row.push(tte_accelerating(limit - usage, slope(C_MEM_USAGE, 0), accel) as f32);
             }
             ResourceKind::Host => {
                 let total = last(H_MEM_TOTAL);
@@ -247,6 +275,53 @@ impl ResourceState {
 /// "no limit" as a number near 2^63).
 fn effective_limit(v: f64) -> f64 {
     if v.is_finite() && v > 0.0 && v < 1e18 { v } else { f64::NAN }
+}
+
+/// Change of the least-squares slope per second between the first two windows (units per
+/// s²): their slopes estimate the rate at their centres, half a window back, where a
+/// window reaches back at most to the resource's first sample (`age_ms`). NaN with fewer
+/// than two windows, empty windows or centres too close (under 2 s apart).
+fn acceleration(windows: &[(String, i64)], stats: &[WindowStats], age_ms: i64) -> f64 {
+    let (Some((_, l0)), Some((_, l1)), Some(s0), Some(s1)) =
+        (windows.first(), windows.get(1), stats.first(), stats.get(1))
+    else {
+        return f64::NAN;
+    };
+    if s0.count == 0 || s1.count == 0 {
+        return f64::NAN;
+    }
+    let span = |l: i64| l.min(age_ms.max(0)) as f64 / 2000.0; // centre, seconds back
+    let dt = span(*l1) - span(*l0);
+    if dt < 2.0 {
+        return f64::NAN;
+    }
+    (s0.slope_per_s - s1.slope_per_s) / dt
+}
+
+/// Seconds until `headroom` is used up from rate `v` (per s) under constant acceleration
+/// `a` (per s²): the first positive root of `a t² / 2 + v t = headroom`. Speeding up
+/// (`a > 0`), the limit comes sooner than at the linear rate; slowing down (`a < 0`), it
+/// comes later, or never when growth stops first (`v² + 2 a h < 0`, a cache filling up to
+/// its plateau) or usage is not growing. Without an acceleration: the linear [`tte`].
+/// Capped at [`TTE_CAP_S`].
+fn tte_accelerating(headroom: f64, v: f64, a: f64) -> f64 {
+    if headroom.is_nan() || v.is_nan() {
+        return f64::NAN;
+    }
+    if headroom <= 0.0 {
+        return 0.0;
+    }
+    if a.is_nan() || a == 0.0 {
+        return tte(headroom, v);
+    }
+    let disc = v * v + 2.0 * a * headroom;
+    if a < 0.0 && (v <= 0.0 || disc < 0.0) {
+        return TTE_CAP_S; // growth stops before the limit
+    }
+    // a > 0: disc > v², one positive root whatever the sign of v; a < 0 and v > 0 with
+    // disc >= 0: sqrt(disc) < v, so the root below is the first positive one.
+    let t = (-v + disc.sqrt()) / a;
+    if t.is_finite() { t.clamp(0.0, TTE_CAP_S) } else { TTE_CAP_S }
 }
 
 fn ratio(a: f64, b: f64) -> f64 {
@@ -413,6 +488,7 @@ impl FeatureEngine {
             if let Some(Some(r)) = guard.resources.get_mut(index as usize) {
                 r.signals[usize::from(signal)].add(ts, v, counter);
                 r.last_ms = r.last_ms.max(ts);
+                r.first_ms = r.first_ms.min(ts);
             }
         }
     }
@@ -429,7 +505,7 @@ impl FeatureEngine {
                     continue;
                 }
                 let mut row = Vec::with_capacity(columns);
-                r.features(now_ms, &mut row);
+                r.features(now_ms, &mut row, &self.cfg);
                 debug_assert_eq!(row.len(), columns, "feature_names and features disagree for {kind:?}");
                 rows.push((r.name.clone(), r.last_ms, row));
             }
@@ -449,7 +525,7 @@ impl FeatureEngine {
         let sh = lock(&self.shards[shard_of(name)]);
         let r = sh.resources.get(*sh.by_name.get(name)? as usize)?.as_ref()?;
         let mut row = Vec::new();
-        r.features(now_ms, &mut row);
+        r.features(now_ms, &mut row, &self.cfg);
         Some((r.kind, row))
     }
 
@@ -552,7 +628,7 @@ mod tests {
         for kind in ResourceKind::ALL {
             let r = ResourceState::new("x".into(), kind, &cfg);
             let mut row = Vec::new();
-            r.features(0, &mut row);
+            r.features(0, &mut row, &cfg);
             let names = feature_names(kind, &cfg);
             assert_eq!(row.len(), names.len(), "{kind:?}");
             let unique: std::collections::HashSet<_> = names.iter().collect();
@@ -593,6 +669,76 @@ mod tests {
         assert_eq!(e.forget_idle(last + FORGET_MS + 1), 2);
         assert_eq!(e.stats(), EngineStats { resources: 0, tracked_series: 0 });
         assert!(e.resource("h1/cgroup/a", last).is_none());
+    }
+
+    /// 10 min of container memory `usage(t)` (bytes, t in s) under a 256 MiB limit.
+    fn container_row(usage: impl Fn(f64) -> f64, at_s: i64) -> Vec<f32> {
+        let e = FeatureEngine::new(FeatureConfig::default());
+        let m = metas();
+        let meta = |id: SeriesId| m.get(id as usize - 1).cloned();
+        for s in 0..=at_s {
+            let ts = 1_000_000 + s * 1000;
+            e.observe(&[(1, ts, usage(s as f64)), (2, ts, 256.0 * 1048576.0)], &meta);
+        }
+        e.resource("h1/cgroup/a", 1_000_000 + at_s * 1000).expect("known resource").1
+    }
+
+    #[test]
+    fn peak_drawdown_and_acceleration_tell_leaks_from_collections() {
+        let mib = 1048576.0;
+        let f = |row: &[f32], n: &str| feature(ResourceKind::Container, row, n);
+        // Linear leak, 0.2 MiB/s from 50 MiB: no drawdown, no acceleration.
+        let lin = container_row(|t| 50.0 * mib + 0.2 * mib * t, 400);
+        assert!((f(&lin, "mem_peak_util_5m") - 130.0 / 256.0).abs() < 1e-3, "{}", f(&lin, "mem_peak_util_5m"));
+        assert_eq!(f(&lin, "mem_drawdown_util_5m"), 0.0);
+        assert!(f(&lin, "mem_accel_util").abs() < 1e-7, "accel {}", f(&lin, "mem_accel_util"));
+        assert!((f(&lin, "mem_tte_accel_s") - f(&lin, "mem_tte_s_30s")).abs() < 5.0);
+        // Accelerating leak u = 50 MiB + c t², c = 0.0008 MiB/s²: a = 2c, v = 2ct.
+        let c = 0.0008 * mib;
+        let acc = container_row(|t| 50.0 * mib + c * t * t, 400);
+        let a = f64::from(f(&acc, "mem_accel_util")) * 256.0 * mib;
+        assert!((a / (2.0 * c) - 1.0).abs() < 0.1, "accel {a} vs {}", 2.0 * c);
+        // The accelerating estimate is shorter than the linear one, and close to the truth:
+        // 256 MiB is reached at t = sqrt(206 MiB / c) ≈ 507 s, 107 s after t = 400.
+        let (ta, tl) = (f(&acc, "mem_tte_accel_s"), f(&acc, "mem_tte_s_30s"));
+        assert!(ta < tl, "accelerating {ta} linear {tl}");
+        assert!((ta - 107.0).abs() < 10.0, "accelerating tte {ta}");
+        // GC sawtooth: 40 -> 160 MiB over 60 s, then back: a drawdown of about 120 MiB.
+        let saw = container_row(|t| 40.0 * mib + 2.0 * mib * (t % 60.0), 400);
+        let dd = f(&saw, "mem_drawdown_util_5m");
+        assert!((dd - 118.0 / 256.0).abs() < 0.02, "drawdown {dd}");
+        // A cache filling up to its plateau (exponential approach): still rising, but
+        // slowing down so that it stops before the limit. The linear rate says the limit
+        // comes; under the measured deceleration it never does.
+        let cache = container_row(|t| 20.0 * mib + 180.0 * mib * (1.0 - (-t / 60.0).exp()), 120);
+        assert!(f(&cache, "mem_accel_util") < 0.0, "accel {}", f(&cache, "mem_accel_util"));
+        assert!(f(&cache, "mem_tte_s_30s") < 600.0, "linear tte {}", f(&cache, "mem_tte_s_30s"));
+        assert_eq!(f64::from(f(&cache, "mem_tte_accel_s")), TTE_CAP_S);
+        // A young container's windows are not assumed full: 60 s of a linear leak reads
+        // as far less acceleration than the accelerating leak (bucket resolution leaves some).
+        let young = container_row(|t| 50.0 * mib + 0.2 * mib * t, 60);
+        let ya = f(&young, "mem_accel_util").abs();
+        assert!(ya < 0.2 * f(&acc, "mem_accel_util"), "young accel {ya}");
+    }
+
+    #[test]
+    fn tte_accelerating_edge_cases() {
+        assert_eq!(tte_accelerating(100.0, 10.0, 0.0), 10.0);
+        assert_eq!(tte_accelerating(100.0, 10.0, f64::NAN), 10.0);
+        assert_eq!(tte_accelerating(100.0, 0.0, -1.0), TTE_CAP_S);
+        // Slowing down: 100 = 20 t - t²/2 at t = 20 - sqrt(200) ≈ 5.86, later than 100/20 = 5.
+        let t = tte_accelerating(100.0, 20.0, -1.0);
+        assert!((t - (20.0 - 200f64.sqrt())).abs() < 1e-9 && t > 5.0, "{t}");
+        // Growth stops first (v²/2|a| = 50 < 100): never.
+        assert_eq!(tte_accelerating(100.0, 10.0, -1.0), TTE_CAP_S);
+        assert_eq!(tte_accelerating(-5.0, 1.0, 1.0), 0.0);
+        assert!(tte_accelerating(f64::NAN, 1.0, 1.0).is_nan());
+        // 100 = 2 t²/2 from rest: t = 10.
+        assert!((tte_accelerating(100.0, 0.0, 2.0) - 10.0).abs() < 1e-9);
+        // Shrinking now but accelerating upwards: t² - t - 100 = 0.
+        let t = tte_accelerating(100.0, -1.0, 2.0);
+        assert!((t * t - t - 100.0).abs() < 1e-6, "{t}");
+        assert!(acceleration(&FeatureConfig::default().windows[..1], &[], 0).is_nan(), "one window: no acceleration");
     }
 
     #[test]

@@ -4,16 +4,24 @@
 //! to the bucket of its time (rotating out buckets older than `W`), and a query sums the
 //! `B` buckets. Each bucket keeps count, sum and sum of squares; for the least-squares
 //! slope a sample's time is taken as its bucket's index, so the slope has the
-//! resolution of a bucket (2 s for a 30 s window), which is what a trend needs.
+//! resolution of a bucket (2 s for a 30 s window), which is what a trend needs. Buckets
+//! also keep their minimum, maximum and largest drawdown (fall from the bucket's running
+//! peak, samples in arrival order), so a query also yields the window's peak and its
+//! largest drawdown: how far the value fell after a high within the window (a garbage
+//! collection or a cache eviction; a leak does not fall).
 //! [`Ewma`] is an exponentially weighted mean with a time constant, exact for uneven
 //! sample spacing, and [`CounterRate`] turns a cumulative counter into per-second rates.
 
-/// Count, sum and sum of squares of the samples in one bucket.
+/// Count, sum, sum of squares, extremes and drawdown of the samples in one bucket.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 struct Bucket {
     n: u32,
     sum: f64,
     sum_sq: f64,
+    min: f64,
+    max: f64,
+    /// Largest fall from the running maximum within the bucket.
+    drawdown: f64,
     /// Bucket number (time / width) the bucket currently holds.
     index: i64,
 }
@@ -29,12 +37,22 @@ pub struct WindowStats {
     pub slope_per_s: f64,
     /// Mean of the newest occupied bucket minus mean of the oldest.
     pub change: f64,
+    /// Largest and smallest sample.
+    pub max: f64,
+    pub min: f64,
 }
 
 impl WindowStats {
     /// Stats of an empty window.
-    pub const EMPTY: WindowStats =
-        WindowStats { count: 0, mean: f64::NAN, std: f64::NAN, slope_per_s: 0.0, change: 0.0 };
+    pub const EMPTY: WindowStats = WindowStats {
+        count: 0,
+        mean: f64::NAN,
+        std: f64::NAN,
+        slope_per_s: 0.0,
+        change: 0.0,
+        max: f64::NAN,
+        min: f64::NAN,
+    };
 }
 
 /// A sliding time window of bucketed sums.
@@ -65,11 +83,14 @@ impl Window {
             if b.index > index {
                 return; // older than the window
             }
-            *b = Bucket { n: 0, sum: 0.0, sum_sq: 0.0, index };
+            *b = Bucket { n: 0, sum: 0.0, sum_sq: 0.0, min: v, max: v, drawdown: 0.0, index };
         }
         b.n += 1;
         b.sum += v;
         b.sum_sq += v * v;
+        b.max = b.max.max(v);
+        b.min = b.min.min(v);
+        b.drawdown = b.drawdown.max(b.max - v);
     }
 
     /// Stats over the buckets within the window that ends at `now_ms`.
@@ -81,7 +102,10 @@ impl Window {
         let (mut st, mut stt, mut stv) = (0.0f64, 0.0f64, 0.0f64);
         let mut first: Option<(i64, f64)> = None;
         let mut last: Option<(i64, f64)> = None;
+        let (mut max, mut min) = (f64::NEG_INFINITY, f64::INFINITY);
         for b in self.buckets.iter().filter(|b| b.n > 0 && b.index >= oldest && b.index <= newest) {
+            max = max.max(b.max);
+            min = min.min(b.min);
             let bn = f64::from(b.n);
             let t = (b.index - oldest) as f64;
             n += bn;
@@ -115,7 +139,31 @@ impl Window {
             std: var.sqrt(),
             slope_per_s: slope_per_bucket * 1000.0 / self.width_ms as f64,
             change,
+            max,
+            min,
         }
+    }
+
+    /// Largest fall from an earlier high within the window that ends at `now_ms` (0 when
+    /// it never fell, NaN when empty): buckets in time order, samples within a bucket in
+    /// arrival order. A separate query (one more pass over the buckets) so that signals
+    /// whose drawdown is not a feature do not pay for it.
+    pub fn drawdown(&self, now_ms: i64) -> f64 {
+        let newest = now_ms.div_euclid(self.width_ms);
+        let len = self.buckets.len();
+        let oldest = newest - len as i64 + 1;
+        let start = self.slot(oldest);
+        let (mut peak, mut drawdown, mut any) = (f64::NEG_INFINITY, 0.0f64, false);
+        for k in 0..len {
+            let b = &self.buckets[(start + k) % len];
+            if b.n == 0 || b.index != oldest + k as i64 {
+                continue;
+            }
+            any = true;
+            drawdown = drawdown.max(b.drawdown).max(peak - b.min);
+            peak = peak.max(b.max);
+        }
+        if any { drawdown } else { f64::NAN }
     }
 }
 
@@ -198,6 +246,45 @@ mod tests {
         assert!(close(st.mean, 10.0 + 2.0 * 14.5), "mean {}", st.mean);
         // Buckets of 2 s: oldest mean 11 (t 0,1), newest 67 (t 28,29).
         assert!(close(st.change, 56.0), "change {}", st.change);
+    }
+
+    #[test]
+    fn extremes_and_drawdown() {
+        let mut w = Window::new(30_000, 15);
+        // Rises 0..20 over 20 s, falls to 5 (a collection), rises again to 12.
+        for s in 0..20 {
+            w.add(s * 1000, s as f64);
+        }
+        w.add(20_000, 5.0);
+        for s in 21..28 {
+            w.add(s * 1000, 5.0 + (s - 20) as f64);
+        }
+        let st = w.stats(27_000);
+        assert!(close(st.max, 19.0) && close(st.min, 0.0), "{st:?}");
+        assert!(close(w.drawdown(27_000), 14.0), "drawdown {}", w.drawdown(27_000));
+        // A fall within one bucket counts too (1 s apart, 2 s buckets).
+        let mut v = Window::new(30_000, 15);
+        v.add(0, 10.0);
+        v.add(1_000, 4.0);
+        assert!(close(v.drawdown(1_000), 6.0));
+        // A monotone rise has no drawdown, whatever the bucket order in the ring.
+        let mut m = Window::new(30_000, 15);
+        for s in 0..100 {
+            m.add(s * 1000, s as f64);
+        }
+        let st = m.stats(99_000);
+        assert_eq!(m.drawdown(99_000), 0.0);
+        assert!(close(st.max, 99.0) && close(st.min, 70.0), "{st:?}");
+        // The fall leaves the window with its high: the drawdown is gone.
+        let mut g = Window::new(10_000, 5);
+        g.add(0, 50.0);
+        g.add(2_000, 10.0);
+        assert!(close(g.drawdown(2_000), 40.0));
+        for s in 3..20 {
+            g.add(s * 1000, 10.0 + s as f64);
+        }
+        assert_eq!(g.drawdown(19_000), 0.0);
+        assert!(w.drawdown(1_000_000).is_nan(), "empty window");
     }
 
     #[test]

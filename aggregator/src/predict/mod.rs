@@ -731,8 +731,13 @@ fn summarize(failure_type: &str, names: &[String], row: &[f32]) -> String {
             if let Some(s) = f("mem_usage_30s_slope") {
                 parts.push(format!("{:+.2} MiB/s", s / 1_048_576.0));
             }
-            if let Some(t) = f("mem_tte_s_30s").filter(|t| (*t as f64) < crate::features::TTE_CAP_S) {
+            let linear = f("mem_tte_s_30s").filter(|t| (*t as f64) < crate::features::TTE_CAP_S);
+            if let Some(t) = linear {
                 parts.push(format!("limit in ~{t:.0} s at this rate"));
+            }
+            // Growth speeding up: say when the limit comes if it keeps accelerating.
+            if let Some(ta) = f("mem_tte_accel_s").filter(|ta| linear.is_some_and(|t| *ta < 0.8 * t)) {
+                parts.push(format!("~{ta:.0} s if it keeps accelerating"));
             }
             parts.join(", ")
         }
@@ -1033,5 +1038,15 @@ mod tests {
         let st = pe.stats();
         assert_eq!(st.score_errors, 1);
         assert!(st.last_error.unwrap().contains("broken"));
+    }
+
+    #[test]
+    fn the_summary_says_when_growth_accelerates() {
+        let names: Vec<String> =
+            ["mem_util", "mem_usage_30s_slope", "mem_tte_s_30s", "mem_tte_accel_s"].map(String::from).to_vec();
+        let steady = summarize("memory_exhaustion", &names, &[0.8, 1_048_576.0, 60.0, 58.0]);
+        assert_eq!(steady, "memory at 80% of limit, +1.00 MiB/s, limit in ~60 s at this rate");
+        let faster = summarize("memory_exhaustion", &names, &[0.8, 1_048_576.0, 60.0, 30.0]);
+        assert!(faster.ends_with(", ~30 s if it keeps accelerating"), "{faster}");
     }
 }

@@ -241,7 +241,22 @@ def _h(h: int) -> str:
 
 
 # How the splits are named in the metric rows.
-SPLIT_LABEL = {"test": "heldout_runs", "heldout": "heldout_families", "val": "validation", "train": "train"}
+SPLIT_LABEL = {"test": "heldout_runs", "heldout": "heldout_families", "soak": "soak_runs", "val": "validation", "train": "train"}
+
+
+def per_dataset_rows(split: str, scored: list[Scored], op: OperatingPoint, horizons, model_names: dict, tuned: dict | None = None) -> list[dict]:
+    """``split_rows`` per dataset (split label ``<label>/<dataset>``) when the split spans
+    more than one dataset (e.g. two soak sessions), else nothing."""
+    names = sorted({s.rows.run.dataset for s in scored})
+    if len(names) < 2:
+        return []
+    out = []
+    for name in names:
+        part = [s for s in scored if s.rows.run.dataset == name]
+        for row in split_rows(split, part, op, horizons, model_names, tuned):
+            row["split"] = f"{row['split']}/{name}"
+            out.append(row)
+    return out
 
 
 def split_rows(split: str, scored: list[Scored], op: OperatingPoint, horizons, model_names: dict, tuned: dict | None = None) -> list[dict]:

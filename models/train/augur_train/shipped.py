@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from . import data, evaluate
+from . import data, evaluate, split
 
 MODELS_DIR = data.REPO_ROOT / "models"
 
@@ -39,7 +39,7 @@ def _session(path: Path):
     return predict
 
 
-def load(models_dir: Path = MODELS_DIR, aggregator: str | None = None, splits=("test", "heldout")):
+def load(models_dir: Path = MODELS_DIR, aggregator: str | None = None, splits=("test", "heldout", "soak")):
     """(rows per split, scored runs per split, operating point, model names, split file)."""
     split_path = models_dir / "cards" / "lab-split.json"
     manifest_path = models_dir / "manifest.toml"
@@ -94,6 +94,20 @@ def load(models_dir: Path = MODELS_DIR, aggregator: str | None = None, splits=("
             s = assign.get(rr.run.key)
             if s in rows:
                 rows[s].append(rr)
+    # Soak sessions recorded after the models were trained (so not in the split file): the
+    # runs the split rule puts in "soak" (the rule never trains on them), scored the same way.
+    if "soak" in rows:
+        known = {d["name"] for d in info["datasets"]}
+        for ds in data.find_datasets():
+            if ds.name in known:
+                continue
+            runs = data.load_runs(ds)
+            if not any(split.is_soak(r) for r in runs):
+                continue
+            soak_assign = split.assign_splits(runs, info.get("seed", split.SEED))
+            for rr in data.load_dataset_rows(binary, ds, feature_names, info["lab_failure"]):
+                if soak_assign.get(rr.run.key) == "soak":
+                    rows["soak"].append(rr)
     scored = {s: evaluate.score_runs(v, predictors, feature_names) for s, v in rows.items()}
     return rows, scored, op, names, info
 
@@ -104,7 +118,9 @@ def metric_rows(models_dir: Path = MODELS_DIR, aggregator: str | None = None) ->
     rows, scored, op, names, info = load(models_dir, aggregator)
     horizons = sorted(names)
     out = []
-    for s in ("test", "heldout"):
-        if scored[s]:
+    for s in ("test", "heldout", "soak"):
+        if scored.get(s):
             out.extend(evaluate.split_rows(s, scored[s], op, horizons, names, info.get("baselines_tuned_on_val")))
+        if s == "soak" and scored.get(s):
+            out.extend(evaluate.per_dataset_rows(s, scored[s], op, horizons, names, info.get("baselines_tuned_on_val")))
     return out

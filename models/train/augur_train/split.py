@@ -9,6 +9,14 @@ Always by run, never by time step: every row of a run lands in the run's split.
    - every ``normal.periodic`` run (a normal workload unseen in training).
 2. The other runs, per variant (so every split has every seen variant), are shuffled
    with a fixed seed and cut into train / validation / test (50 / 25 / 25 %).
+
+Soak runs (``models/lab/run.py --soak``: long normal and must-not-alarm workloads,
+``params.soak_s`` set) have a split of their own, ``soak``, which measures false alarms
+per workload-day and is never trained or calibrated on: per variant, 75 % of the runs
+(by the same seeded hash) go to ``soak``; the rest are cut half train, half validation,
+so long normal runs also shape the models and their operating threshold. Soak runs of a
+held-out variant all go to ``soak`` (never trained on). This rule was fixed before the
+first soak recording was scored.
 """
 
 from __future__ import annotations
@@ -17,11 +25,17 @@ import hashlib
 import random
 from collections import defaultdict
 
-SPLITS = ("train", "val", "test", "heldout")
+SPLITS = ("train", "val", "test", "heldout", "soak")
 HELDOUT_VARIANTS = ("leak.accel", "normal.periodic")
 HELDOUT_LEAK_LIMITS_MIB = (512,)
 FRACTIONS = {"train": 0.5, "val": 0.25, "test": 0.25}
 SEED = 20261123
+SOAK_TEST_SHARE = 0.75
+
+
+def is_soak(run) -> bool:
+    """A run of a soak session (long normal workload, ``params.soak_s`` set)."""
+    return (run.params or {}).get("soak_s") is not None
 
 
 def heldout_reason(run) -> str | None:
@@ -57,8 +71,14 @@ def assign_splits(runs, seed: int = SEED, fractions: dict = FRACTIONS) -> dict:
     within a variant the runs are ordered by a seeded hash of their key."""
     out = {}
     strata = defaultdict(list)
+    soak = defaultdict(list)
     for r in runs:
-        if heldout_reason(r):
+        if is_soak(r):
+            if r.variant in HELDOUT_VARIANTS:
+                out[r.key] = "soak"
+            else:
+                soak[r.variant].append(r.key)
+        elif heldout_reason(r):
             out[r.key] = "heldout"
         else:
             strata[r.variant].append(r.key)
@@ -76,4 +96,9 @@ def assign_splits(runs, seed: int = SEED, fractions: dict = FRACTIONS) -> dict:
             pos += sizes[name]
         for k in keys[pos:]:
             out[k] = "train"
+    for variant in sorted(soak):
+        keys = sorted(soak[variant], key=lambda k: _shuffle_key(seed, k))
+        n_test = min(len(keys), int(len(keys) * SOAK_TEST_SHARE + 0.5))
+        for i, k in enumerate(keys):
+            out[k] = "soak" if i < n_test else ("train" if (i - n_test) % 2 == 0 else "val")
     return out
