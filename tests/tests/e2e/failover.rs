@@ -15,6 +15,11 @@
 //! 0 failed requests (non-2xx or socket errors) across the failover, the standby serves
 //! afterwards, the primary was never OOM-killed, and the audit trail links the prediction,
 //! the decision, the workflow and the outcome under one action id.
+//!
+//! Two more tests use the same stack: with the policy in `approve` mode the same decision
+//! waits in `augurctl pending` (nothing moves) until `augurctl approve` starts it; and an
+//! operator's `augurctl remediate --action promote_standby` (after a `--dry-run` that shows
+//! the same steps and changes nothing) fails over under load with 0 failed requests.
 
 use std::path::Path;
 use std::process::Command;
@@ -83,14 +88,15 @@ struct Stack {
 }
 
 impl Stack {
-    /// With `models`, the aggregator serves them under an `auto` promote policy.
-    fn start(fs: &CgroupFs, models: Option<&Path>) -> Stack {
+    /// With `models`, the aggregator serves them under a promote policy in `mode`.
+    fn start(fs: &CgroupFs, models: Option<(&Path, &str)>) -> Stack {
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();
         let mut lab = NetLab::new().expect("lab network");
         let (ha, hb, hl) =
             (lab.add_host("app-a").unwrap(), lab.add_host("app-b").unwrap(), lab.add_host("lb").unwrap());
-        let top = format!("augur-e2e-failover-{}-{}", std::process::id(), models.is_some());
+        let mode = models.map_or("none", |m| m.1);
+        let top = format!("augur-e2e-failover-{}-{mode}", std::process::id());
         let cg = TestCgroup::create(fs.clone(), &top, "web-a", LIMIT).expect("create the primary's cgroup");
         let app = Path::new(env!("CARGO_BIN_EXE_augur-test-app"));
         let a = AppInstance::new(&ha, 8080, app, d, &cg.paths());
@@ -104,8 +110,9 @@ impl Stack {
         ];
         let hap = Haproxy::start(&hl, 8080, "app", &servers, d);
         let mut toml = String::from(SET);
-        if let Some(m) = models {
-            toml = format!("[predict]\nmodels = \"{}\"\n{toml}{POLICY}", m.display());
+        if let Some((m, mode)) = models {
+            let policy = POLICY.replace("@MODE@", mode);
+            toml = format!("[predict]\nmodels = \"{}\"\n{toml}{policy}", m.display());
         }
         let (agg, url) = start_aggregator(&lab, d, &toml);
         let allowed = ["health", "restart", "start", "stop"];
@@ -150,12 +157,12 @@ members = [
 ]
 "#;
 
-/// Memory exhaustion of a member of the set: promote its standby, automatically.
+/// Memory exhaustion of a member of the set: promote its standby (mode filled in per test).
 const POLICY: &str = r#"[[remediation.policies]]
 name = "web-memory"
 failure_type = "memory_exhaustion"
 set = "web"
-mode = "auto"
+mode = "@MODE@"
 threshold = 0.5
 threshold_min = 0.4
 threshold_max = 0.9
@@ -182,7 +189,7 @@ fn predicted_memory_exhaustion_fails_over_to_the_standby_without_a_failed_reques
     let manifest = repo_root().join("models/manifest.toml");
     assert!(manifest.exists(), "the shipped models are missing: {}", manifest.display());
 
-    let st = Stack::start(&fs, Some(&manifest));
+    let st = Stack::start(&fs, Some((&manifest, "auto")));
     let (d, hap, a, cg, url) = (st.dir.path(), &st.hap, &st.a, &st.cg, st.url.as_str());
     let logs = || st.logs();
     let fs = &fs;
@@ -324,4 +331,74 @@ fn operator_promotion_of_the_standby_under_load_fails_no_request() {
     assert!(s["b"].http_2xx > at_switch["b"].http_2xx + 1000, "the standby carries the load: {s:?}");
     assert!(s["a"].status == "DRAIN" || s["a"].status.starts_with("MAINT"), "primary out of rotation: {s:?}");
     assert!(st.a.running() && st.b.running());
+}
+
+#[test]
+fn in_approve_mode_the_promotion_waits_for_augurctl_approve() {
+    const TEST: &str = "in_approve_mode_the_promotion_waits_for_augurctl_approve";
+    if let Some(why) = netns::traffic_unavailable() {
+        skip(TEST, &why);
+        return;
+    }
+    let Some(fs) = CgroupFs::detect() else {
+        skip(TEST, "no cgroup hierarchy with the memory controller");
+        return;
+    };
+    if let Err(e) = augur_aggregator::model::runtime::find_library(None) {
+        skip(TEST, &format!("no ONNX Runtime library: {e}"));
+        return;
+    }
+    let manifest = repo_root().join("models/manifest.toml");
+    let st = Stack::start(&fs, Some((&manifest, "approve")));
+    let opts = WrkOptions { duration: Duration::from_secs(400), ..Default::default() };
+    let wrk = Wrk::start("wrk-approve", &st.hap.url(), &opts, st.dir.path());
+    std::thread::sleep(Duration::from_secs(10));
+    st.a.post(&format!("/admin/leak?mib_per_s={LEAK_MIB_PER_S}")).expect("start the leak");
+    let leak_started = Instant::now();
+    // The decision waits for an operator: listed by `augurctl pending`, nothing moved yet.
+    let pending = {
+        let deadline = Instant::now() + Duration::from_secs(240);
+        loop {
+            let p = ctl(&st.url, &["pending"]).expect("augurctl pending");
+            if let Some(x) = p.as_array().and_then(|a| a.iter().find(|x| x["host"] == "app-a")) {
+                break x.clone();
+            }
+            if Instant::now() > deadline || oom_kills(&fs, &st.cg) > 0 {
+                let _ = wrk.stop();
+                panic!("no pending decision within {:?} of the leak\n{}", leak_started.elapsed(), st.logs());
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    };
+    assert_eq!(pending["plan"]["action"], "promote", "{pending:#}");
+    let s = st.hap.servers().unwrap();
+    assert_eq!((s["a"].status.as_str(), s["b"].status.as_str()), ("UP", "MAINT"), "nothing moved before the approval");
+    let id = pending["action_id"].as_str().unwrap();
+    let r = ctl(&st.url, &["approve", id, "--operator", "e2e", "--comment", "standby is warm"]).expect("approve");
+    assert_eq!((r["action_id"].as_str(), r["status"].as_str()), (Some(id), Some("started")), "{r:#}");
+    wait_for("the approved promotion", Duration::from_secs(60), || {
+        let s = st.hap.servers().ok()?;
+        (s["b"].status.starts_with("UP") && s["a"].status != "UP").then_some(())
+    });
+    let at_switch = st.hap.servers().unwrap();
+    std::thread::sleep(Duration::from_secs(6));
+    let report = wrk.stop().expect("wrk report");
+    let s = st.hap.servers().unwrap();
+    println!(
+        "{TEST}: pending after {:.1} s, approved; wrk {} requests, {} failed; served by a {} b {}",
+        leak_started.elapsed().as_secs_f64(),
+        report.requests,
+        report.failed(),
+        s["a"].http_2xx,
+        s["b"].http_2xx
+    );
+    assert_eq!(report.failed(), 0, "{}\n{}", report.raw, st.logs());
+    assert!(s["b"].http_2xx > at_switch["b"].http_2xx, "the standby carries the load: {s:?}");
+    assert!(ctl(&st.url, &["pending"]).unwrap().as_array().unwrap().iter().all(|x| x["action_id"] != id));
+    let all = ctl(&st.url, &["audit", "--action", id]).expect("audit --action");
+    let approval = all.as_array().unwrap().iter().find(|e| e["kind"] == "approval").expect("an approval record");
+    assert!(approval["detail"].to_string().contains("e2e"), "the approver is recorded: {approval:#}");
+    // Rejecting what is no longer pending is a clear error.
+    let e = ctl(&st.url, &["reject", id]).expect_err("not pending any more");
+    assert!(e.contains("NotFound"), "{e}");
 }
