@@ -157,7 +157,8 @@ impl Workload {
 
 /// The 12 container series' values at `t_s` seconds after the bench's time origin.
 fn values(w: &Workload, t_s: f64) -> [f64; 12] {
-    let usage = w.usage * (1.0 + 0.004 * (t_s / 7.0).sin());
+    // Usage never exceeds the limit (the kernel reclaims or OOM-kills first).
+    let usage = (w.usage * (1.0 + 0.004 * (t_s / 7.0).sin())).min(w.limit);
     [usage, usage * 0.9, w.limit, t_s * 0.05, 1.0, t_s * 10.0, 0.0, 8.0, 512.0, t_s * 1e-4, t_s * 1e-3, 0.0]
 }
 
