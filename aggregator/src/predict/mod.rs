@@ -266,6 +266,31 @@ impl PredictionEngine {
         self.stats.lock().unwrap_or_else(PoisonError::into_inner).0.clone()
     }
 
+    /// The features that matter most for `resource`'s current probability of
+    /// `failure_type` (as in raised events), computed now. Events are explained only when
+    /// raised or updated; the decision engine asks for this when it acts on a prediction
+    /// below the raise threshold. Empty when the resource or its model is unknown.
+    pub fn explain_now(&self, resource: &str, failure_type: &str, now_ms: i64) -> Vec<Contribution> {
+        let Some((kind, row)) = self.features.resource(resource, now_ms) else { return Vec::new() };
+        let models = self.scorer.models();
+        let mut group: Vec<&ModelSpec> =
+            models.iter().filter(|m| m.resource_kind == kind && m.failure_type == failure_type).collect();
+        group.sort_by_key(|m| m.horizon_s);
+        let spec = match self.cfg.decision_horizon_s.get(failure_type) {
+            Some(h) => group.iter().find(|m| m.horizon_s == *h),
+            None => group.iter().find(|m| m.operating_threshold.is_some()).or(group.first()),
+        };
+        let Some(spec) = spec else { return Vec::new() };
+        let names = feature_names(kind, self.features.config());
+        let cols: Option<Vec<usize>> = spec.features.iter().map(|f| names.iter().position(|n| n == f)).collect();
+        let Some(cols) = cols else { return Vec::new() };
+        let x: Vec<f32> = cols.iter().map(|&c| row.get(c).copied().unwrap_or(f32::NAN)).collect();
+        match self.scorer.score(spec, &x).ok().and_then(|p| p.first().copied()) {
+            Some(p) => self.explain(spec, &cols, &x, f64::from(p), &names),
+            None => Vec::new(),
+        }
+    }
+
     /// Runs ticks on a dedicated thread until the handle is dropped.
     pub fn spawn(self: &Arc<Self>) -> std::io::Result<EngineThread> {
         let stop = Arc::new(AtomicBool::new(false));
@@ -582,9 +607,8 @@ impl PredictionEngine {
             }
         }
         if scope.is_none() {
-            // Only kinds some model scores: a host without such resources costs no early pass.
             let mut by_host: HashMap<String, Vec<String>> = HashMap::new();
-            for (_, m) in matrices.iter().filter(|(k, _)| models.iter().any(|s| s.resource_kind == **k)) {
+            for m in matrices.values() {
                 for row in &m.rows {
                     by_host.entry(host_of(&row.resource).to_owned()).or_default().push(row.resource.clone());
                 }

@@ -249,6 +249,7 @@ pub struct RemediationStats {
     pub started: u64,
     pub refused: u64,
     pub dry_runs: u64,
+    /// Decisions parked for approval (all so far; [`Remediator::pending`] lists the open ones).
     pub pending: u64,
     pub halts: u64,
     pub verified: u64,
@@ -277,12 +278,7 @@ struct State {
     seq: u64,
     stats: RemediationStats,
     halt_checked_ms: Option<i64>,
-    /// (resource, failure type) → the newest explanation (event time, top features).
-    explanations: HashMap<(String, String), (i64, Vec<crate::predict::Contribution>)>,
 }
-
-/// An explanation older than this is not reused for a later prediction.
-const EXPLANATION_MAX_AGE_MS: i64 = 60_000;
 
 /// Hosts and declared workloads at one moment.
 struct Snapshot {
@@ -378,7 +374,6 @@ impl Remediator {
             seq: 0,
             stats: RemediationStats::default(),
             halt_checked_ms: None,
-            explanations: HashMap::new(),
         };
         Arc::new(Remediator { cfg, features, predictions, fleet, exec, audit, store, state: Mutex::new(state) })
     }
@@ -487,21 +482,6 @@ impl Remediator {
         };
         let tref = self.threshold_ref(policy, ev.resource_kind, &ev.failure_type, &owner);
         let mut st = self.lock();
-        // Explanations come with the engine's raised/updated events; a later plain tick
-        // (e.g. a policy threshold just above the engine's) is explained by the newest one.
-        let explained;
-        let ev: &Event = if !ev.top_features.is_empty() {
-            st.explanations
-                .insert((ev.resource.clone(), ev.failure_type.clone()), (ev.time_ms, ev.top_features.clone()));
-            ev
-        } else if let Some((at, top)) = st.explanations.get(&(ev.resource.clone(), ev.failure_type.clone()))
-            && ev.time_ms - at <= EXPLANATION_MAX_AGE_MS
-        {
-            explained = Event { top_features: top.clone(), ..ev.clone() };
-            &explained
-        } else {
-            ev
-        };
         let threshold = st.thresholds.current(&tref.key, tref.bounds);
         if ev.probability < threshold {
             return Considered::Nothing("below threshold");
@@ -686,8 +666,16 @@ impl Remediator {
     }
 
     fn audit_prediction(&self, st: &mut State, action_id: &str, ev: &Event, threshold: f64) {
-        let top: Vec<serde_json::Value> = ev
-            .top_features
+        // Events are explained when the engine raises or updates them; a prediction acted on
+        // below the engine's raise threshold (a plain tick) is explained now.
+        let fresh;
+        let contributions = if ev.top_features.is_empty() {
+            fresh = self.predictions.explain_now(&ev.resource, &ev.failure_type, ev.time_ms);
+            &fresh
+        } else {
+            &ev.top_features
+        };
+        let top: Vec<serde_json::Value> = contributions
             .iter()
             .map(|c| json!({"name": c.name, "value": c.value, "contribution": c.contribution}))
             .collect();
@@ -705,7 +693,7 @@ impl Remediator {
                 "expected_time_to_failure_s": ev.expected_time_to_failure_s,
                 "model_name": ev.model_name, "model_version": ev.model_version,
                 "top_features": top, "summary": ev.summary,
-                "explained": !ev.top_features.is_empty(),
+                "explained_at_raise": !ev.top_features.is_empty(),
             }),
         );
     }
@@ -1114,7 +1102,6 @@ impl Remediator {
         // Decisions of closed warnings may be made again.
         let State { tracker, decided, .. } = &mut *st;
         decided.retain(|(r, f), _| tracker.warned(r, f));
-        st.explanations.retain(|_, (at, _)| now_ms - *at <= EXPLANATION_MAX_AGE_MS);
         if !lessons.is_empty() {
             for (t, l) in lessons {
                 let v = st.thresholds.learn(&t.key, t.bounds, l);
@@ -1952,5 +1939,23 @@ mod tests {
         let log = AuditLog::open(store).unwrap();
         let report = log.verify().unwrap();
         assert!(report.ok() && report.records >= 2, "{report:?}");
+    }
+
+    #[tokio::test]
+    async fn a_prediction_acted_on_below_the_raise_threshold_is_explained_in_the_audit() {
+        let w = World::new();
+        w.host("h1", &[]);
+        w.workload("h1", "app", &["resize"]);
+        let r = w.remediator(config(Mode::DryRun));
+        let (ts, _) = leak(&w, &["app"], 1_000_000, 200.0, 40);
+        // A plain tick (no explanation), as the sweep sees it between raised events.
+        let mut ev = (*w.pe.latest("h1/cgroup/app")[0]).clone();
+        ev.state = EventState::Tick;
+        ev.top_features.clear();
+        assert!(matches!(r.clone().consider(&ev, ts), Considered::DryRun(_)));
+        let p = w.records(AuditKind::Prediction)[0].detail.clone();
+        assert_eq!(p["explained_at_raise"], false);
+        assert_eq!(p["top_features"][0]["name"], "mem_util", "{p}");
+        assert!(p["top_features"][0]["contribution"].as_f64().unwrap() > 0.0, "{p}");
     }
 }
