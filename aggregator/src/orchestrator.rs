@@ -360,13 +360,16 @@ impl Orchestration {
                 Err(e) => why.push(format!("{}: {e}", a.as_str())),
             }
         }
-        Err(OrchestrateError::Refused(format!(
+        let msg = format!(
             "no candidate action for {} applies to {}/{}: {}",
             req.failure_type,
             req.host,
             req.workload,
             why.join("; ")
-        )))
+        );
+        // Arguments no candidate takes are the caller's mistake; otherwise the workload or
+        // its set does not allow any.
+        Err(if req.args.is_empty() { OrchestrateError::Refused(msg) } else { bad(msg) })
     }
 
     fn allowed(&self, host: &str, workload: &str, command: &str) -> bool {
@@ -434,6 +437,10 @@ impl Orchestration {
                         .clone()
                         .ok_or_else(|| bad(format!("standby {}/{} has no server", sb.host, sb.workload)))?,
                 };
+                let sizes = args.contains_key("memory_max") || args.contains_key("cpu_max");
+                if sizes && args.get("remedy").map(String::as_str) != Some("resize") {
+                    return Err(bad("memory_max and cpu_max size the primary's remedy: give remedy=resize with them"));
+                }
                 let remedy = match args.get("remedy").map(String::as_str) {
                     None | Some("none") => Remedy::None,
                     Some("restart") => Remedy::Restart,

@@ -502,3 +502,35 @@ async fn scaling_recommendations_say_why_without_history_and_scaling_refuses_abs
     assert!([a.seen(), b.seen(), lb.seen()].concat().is_empty());
     srv.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_failure_type_gets_the_knowledge_bases_first_applicable_action() {
+    let srv = Server::start().await;
+    let (a, _b, _lb) = fleet(&srv, succeed()).await;
+    let mut o = srv.orchestrator().await;
+    let req = |args: &[(&str, &str)]| v1::RemediateRequest {
+        host: "a".into(),
+        workload: "web".into(),
+        failure_type: "memory_exhaustion".into(),
+        args: args.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect(),
+        ..Default::default()
+    };
+    // memory_exhaustion: resize_memory first, which needs a size; with one it is chosen.
+    let r = o.remediate(req(&[("memory_max", "1GiB")])).await.unwrap().into_inner();
+    assert_eq!(r.status, v1::ActionStatus::Succeeded as i32, "{r:?}");
+    let plan: Value = serde_json::from_str(&r.plan_json).unwrap();
+    assert_eq!((plan["action"].as_str(), plan["resize"]["memory_max"].as_u64()), (Some("resize"), Some(1 << 30)));
+    // Without a size the resize does not apply and the next candidate, restart, does.
+    let r = o.remediate(req(&[])).await.unwrap().into_inner();
+    let plan: Value = serde_json::from_str(&r.plan_json).unwrap();
+    assert_eq!(plan["action"], "restart", "{r:?}");
+    assert_eq!(kinds(&a.seen()), ["resize", "restart"]);
+    assert_eq!(a.seen()[0].args["memory_max"], (1u64 << 30).to_string());
+    let e = o.remediate(req(&[("memory_max", "lots")])).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("memory_max"), "{e:?}");
+    let e = o.remediate(v1::RemediateRequest { failure_type: "gremlins".into(), ..req(&[]) }).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("no actions for failure type \"gremlins\""), "{e:?}");
+    srv.shutdown().await;
+}
