@@ -82,3 +82,59 @@ fn wrk_through_haproxy_to_two_namespace_hosts_fails_no_request() {
         .expect("wrk report");
     assert!(r.failed() > 0 && r.failed() >= r.requests, "with no server every request fails: {}", r.raw);
 }
+
+/// Namespaces of lab `idx` (`augur<idx>-<host>`), from `ip netns list`.
+fn lab_namespaces(prefix: &str) -> Vec<String> {
+    netns::run("ip", &["netns", "list"])
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(prefix))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn a_lab_is_torn_down_on_drop_and_on_panic_and_stale_labs_are_swept() {
+    const TEST: &str = "a_lab_is_torn_down_on_drop_and_on_panic_and_stale_labs_are_swept";
+    if let Some(why) = netns::unavailable() {
+        skip(TEST, &why);
+        return;
+    }
+    // A panicking test still removes its namespaces and the processes in them.
+    let (ns, pid) = std::panic::catch_unwind(|| {
+        let mut lab = NetLab::new().expect("lab");
+        let h = lab.add_host("x").expect("host");
+        let p = h.spawn("sleeper", Path::new("sleep"), &["600"], &std::env::temp_dir());
+        let pid = p.pid();
+        std::mem::forget(p); // only the lab's teardown may end it
+        assert!(lab_namespaces(&h.netns).contains(&h.netns));
+        std::panic::resume_unwind(Box::new((h.netns.clone(), pid)));
+    })
+    .expect_err("the closure panics")
+    .downcast::<(String, i32)>()
+    .map(|b| *b)
+    .expect("payload");
+    assert!(lab_namespaces(&ns).is_empty(), "{ns} removed after the panic");
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    assert!(stat.is_empty() || stat.contains(") Z "), "the process in the namespace was killed: {stat}");
+
+    // A lab whose owner died without its Drop running (SIGKILL) is swept by the next lab.
+    let dead = {
+        let mut c = std::process::Command::new("true").spawn().expect("spawn");
+        let pid = c.id();
+        c.wait().expect("reap");
+        pid
+    };
+    let idx = 4095 - (std::process::id() % 64);
+    let (bridge, stale_ns) = (format!("augbr{idx}"), format!("augur{idx}-orphan"));
+    if netns::run("ip", &["link", "add", &bridge, "type", "bridge"]).is_err() {
+        skip(TEST, &format!("{bridge} is in use; cannot stage a stale lab"));
+        return;
+    }
+    std::fs::write(format!("/sys/class/net/{bridge}/ifalias"), format!("augur-netlab pid={dead}\n")).unwrap();
+    netns::run("ip", &["netns", "add", &stale_ns]).expect("stale namespace");
+    let _fresh = NetLab::new().expect("lab");
+    assert!(!Path::new(&format!("/sys/class/net/{bridge}")).exists(), "stale bridge swept");
+    assert!(lab_namespaces(&stale_ns).is_empty(), "stale namespace swept");
+}
