@@ -274,6 +274,20 @@ fn predicted_memory_exhaustion_fails_over_to_the_standby_without_a_failed_reques
     }
     let pred = all.as_array().unwrap().iter().find(|e| e["kind"] == "prediction").unwrap();
     assert!(pred["detail"].to_string().contains("memory_exhaustion"), "{pred:#}");
+    // The REST gateway serves the same: the workload's newest predictions and its audit trail.
+    let addr = url.trim_start_matches("http://");
+    let p: Value = serde_json::from_str(
+        &netns::http_request(addr, "GET", "/predict_failure?resource=app-a/cgroup/web").expect("GET /predict_failure"),
+    )
+    .expect("JSON");
+    let preds = p["predictions"].as_array().expect("predictions");
+    assert!(preds.iter().any(|e| e["failure_type"] == "memory_exhaustion"), "{p:#}");
+    let rest: Value = serde_json::from_str(
+        &netns::http_request(addr, "GET", &format!("/remediation_events?action_id={id}&kind=decision"))
+            .expect("GET /remediation_events"),
+    )
+    .expect("JSON");
+    assert_eq!(rest[0]["detail"]["chosen"], "promote_standby", "{rest:#}");
     let v = ctl(url, &["audit", "--verify"]).expect("verify");
     assert_eq!(v["ok"], true, "{v}");
 }
