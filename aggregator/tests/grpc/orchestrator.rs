@@ -534,3 +534,38 @@ async fn a_failure_type_gets_the_knowledge_bases_first_applicable_action() {
     assert!(e.message().contains("no actions for failure type \"gremlins\""), "{e:?}");
     srv.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_migration_without_a_target_goes_to_a_connected_serving_member_never_the_standby() {
+    let srv = Server::start().await;
+    let (_a, b, _lb) = fleet(&srv, succeed()).await;
+    let mut o = srv.orchestrator().await;
+    let r = o
+        .orchestrate_migration(v1::OrchestrateMigrationRequest {
+            workload: "web".into(),
+            source_host: "a".into(),
+            dry_run: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.status, v1::ActionStatus::DryRun as i32, "{r:?}");
+    let plan: Value = serde_json::from_str(&r.plan_json).unwrap();
+    assert_eq!((plan["target"]["host"].as_str(), plan["target"]["server"].as_str()), (Some("b"), Some("b")));
+    assert!(b.seen().iter().all(|c| c.dry_run) && !b.seen().is_empty());
+    // From b, the only other member with a server that is not the standby is a.
+    let r = o
+        .orchestrate_migration(v1::OrchestrateMigrationRequest {
+            workload: "web".into(),
+            source_host: "b".into(),
+            dry_run: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let plan: Value = serde_json::from_str(&r.plan_json).unwrap();
+    assert_eq!(plan["target"]["host"], "a", "{plan}");
+    srv.shutdown().await;
+}
