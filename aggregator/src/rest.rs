@@ -25,6 +25,7 @@
 use std::sync::Arc;
 
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -201,30 +202,23 @@ struct Verdict {
     reason: String,
 }
 
-async fn approve(
-    State(o): State<Arc<Orchestration>>,
-    Path(id): Path<String>,
-    body: Result<Json<Verdict>, JsonRejection>,
-) -> ApiResult {
-    let v = optional_body(body)?;
+async fn approve(State(o): State<Arc<Orchestration>>, Path(id): Path<String>, body: Bytes) -> ApiResult {
+    let v = optional_body(&body)?;
     to_value(o.approve(&id, &v.operator, &v.comment)?)
 }
 
-async fn reject(
-    State(o): State<Arc<Orchestration>>,
-    Path(id): Path<String>,
-    body: Result<Json<Verdict>, JsonRejection>,
-) -> ApiResult {
-    let v = optional_body(body)?;
+async fn reject(State(o): State<Arc<Orchestration>>, Path(id): Path<String>, body: Bytes) -> ApiResult {
+    let v = optional_body(&body)?;
     let p = o.reject(&id, &v.operator, &v.reason)?;
     Ok(Json(json!({"action_id": p.action_id, "rejected": true})))
 }
 
-/// Approve and reject take an optional body: none at all means defaults.
-fn optional_body(body: Result<Json<Verdict>, JsonRejection>) -> Result<Verdict, ApiError> {
-    match body {
-        Ok(Json(v)) => Ok(v),
-        Err(JsonRejection::MissingJsonContentType(_)) => Ok(Verdict::default()),
-        Err(e) => Err(e.into()),
+/// Approve and reject take an optional JSON body (with or without a content type): an
+/// empty one means defaults; anything else must parse.
+fn optional_body(body: &[u8]) -> Result<Verdict, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Verdict::default());
     }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, "invalid_argument", format!("request body: {e}")))
 }

@@ -430,6 +430,13 @@ async fn the_rest_gateway_serves_the_same_operations_with_json_errors() {
     assert_eq!(code, 404, "{v}");
     let (code, v) = http(u, "POST", "/pending_actions/act-nope/reject", None).await;
     assert_eq!(code, 404, "{v}");
+    let (code, v) =
+        http(u, "POST", "/pending_actions/act-nope/reject", Some(r#"{"operator": "x", "reason": "no"}"#)).await;
+    assert_eq!(code, 404, "{v}");
+    let (code, v) = http(u, "POST", "/pending_actions/act-nope/approve", Some(r#"{"operatr": "x"}"#)).await;
+    assert_eq!((code, v["code"].as_str()), (400, Some("invalid_argument")), "a misspelt field is refused: {v}");
+    let (code, v) = http(u, "POST", "/pending_actions/act-nope/approve", Some("{")).await;
+    assert_eq!(code, 400, "{v}");
     assert!([a.seen(), b.seen(), lb.seen()].concat().is_empty(), "nothing sent for refused requests");
 
     // A dry-run migration through REST, then its audit records and the chain check.
