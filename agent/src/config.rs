@@ -32,6 +32,8 @@ pub struct AgentConfig {
     pub host: HostSamplerConfig,
     pub containers: ContainerSamplerConfig,
     pub actions: ActionsSection,
+    /// CRIU checkpoint/restore of stateful workloads.
+    pub criu: crate::actuator::criu::CriuConfig,
     /// Workloads the aggregator may act on (`[[workload]]` tables).
     #[serde(rename = "workload", skip_serializing_if = "Vec::is_empty")]
     pub workloads: Vec<WorkloadConfig>,
@@ -111,6 +113,7 @@ impl Default for AgentConfig {
             host: HostSamplerConfig::default(),
             containers: ContainerSamplerConfig::default(),
             actions: ActionsSection::default(),
+            criu: Default::default(),
             workloads: Vec::new(),
         }
     }
@@ -214,6 +217,7 @@ impl AgentConfig {
         if self.actions.systemctl.is_empty() {
             return bad("actions.systemctl must name the systemctl binary".into());
         }
+        self.criu.validate().map_err(ConfigError::Invalid)?;
         crate::workload::validate_workloads(&self.workloads).map_err(ConfigError::Invalid)?;
         Ok(())
     }
@@ -264,6 +268,7 @@ mod tests {
         assert_eq!(web.limits.memory_max, 2 << 30);
         assert_eq!(web.health.as_ref().map(|h| h.kind()), Some("http"));
         assert_eq!(cfg.workloads[2].templates[0].keep, 3);
+        assert!(cfg.workloads[1].allows("checkpoint") && cfg.criu.tcp_established);
         // The same text with the packaged example's workload section uncommented is valid too.
         let example = std::fs::read_to_string(
             augur_core::testing::crate_dir(env!("CARGO_MANIFEST_DIR")).join("../packaging/config/agent.toml"),

@@ -79,11 +79,26 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
         labels.entry("kernel".into()).or_insert(v);
     }
     labels.entry("arch".into()).or_insert_with(|| std::env::consts::ARCH.to_owned());
+    let mut capabilities: Vec<String> = vec!["metrics.host".into(), "metrics.cgroup".into(), "actions.v1".into()];
+    // `criu check` runs once, only when some workload may be checkpointed or restored;
+    // the capability is announced only when it passes.
+    let criu_probe = if cfg.workloads.iter().any(|w| w.allows("checkpoint") || w.allows("restore")) {
+        let p = actuator::criu::probe(&actuator::ProcessRunner, &cfg.criu).await;
+        if p.usable {
+            capabilities.push("criu".into());
+            info!(check = %p.message, "criu usable: checkpoint and restore enabled");
+        } else {
+            tracing::warn!(reason = %p.message, "criu not usable: checkpoint and restore commands will be refused");
+        }
+        Some(p)
+    } else {
+        None
+    };
     let identity = Identity {
         host_id: host_id.clone(),
         incarnation,
         labels,
-        capabilities: vec!["metrics.host".into(), "metrics.cgroup".into(), "actions.v1".into()],
+        capabilities,
         workloads: workload::declared(&cfg.workloads),
     };
     let executor = actuator::Executor::open(
@@ -91,7 +106,8 @@ pub async fn run(cfg: AgentConfig, shutdown: impl std::future::Future<Output = (
         &cfg.workloads,
         Arc::new(actuator::ProcessRunner),
     )
-    .context("opening the command ledger")?;
+    .context("opening the command ledger")?
+    .with_criu(cfg.criu.clone(), criu_probe);
     info!(workloads = cfg.workloads.len(), ledger_entries = executor.ledger().len(), "command executor ready");
     let actions = actuator::spawn(executor).context("starting the command executor")?;
 

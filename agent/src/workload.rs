@@ -14,7 +14,8 @@ use augur_core::units;
 use serde::{Deserialize, Serialize};
 
 /// Command kinds a workload may allow (`rollback` is always allowed: it undoes what was allowed).
-pub const ACTIONS: &[&str] = &["resize", "restart", "start", "stop", "traffic", "config", "health"];
+pub const ACTIONS: &[&str] =
+    &["resize", "restart", "start", "stop", "traffic", "config", "health", "checkpoint", "restore"];
 
 /// Stateless workloads may be moved and replaced freely; stateful ones keep data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -397,6 +398,14 @@ impl WorkloadConfig {
         }
         if self.allows("traffic") && self.haproxy.is_none() {
             return err("allows traffic but has no [workload.haproxy] socket".into());
+        }
+        for a in ["checkpoint", "restore"] {
+            if self.allows(a) && self.kind != WorkloadKind::Stateful {
+                return err(format!("allows {a} but is not kind = \"stateful\" (CRIU is for stateful workloads)"));
+            }
+            if self.allows(a) && self.pidfile.is_none() && self.process.is_none() && self.cgroup.is_none() {
+                return err(format!("allows {a} but names no pidfile, process or cgroup to find its process tree"));
+            }
         }
         if self.allows("config") && self.templates.is_empty() {
             return err("allows config but has no [[workload.template]]".into());

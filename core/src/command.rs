@@ -14,6 +14,8 @@
 //! | `traffic` | load balancer     | `backend`, `server`, and `state` (ready, drain, maint) or `weight` (0..=256) or `op` (add, del) with `address` (`ip:port`) |
 //! | `config`  | workload          | `template`, `version`, `var.<name>` values                   |
 //! | `health`  | workload          |                                                              |
+//! | `checkpoint` | stateful workload | optional `leave_running` (`true`/`false`, default false): CRIU dump into an image named by the command's id |
+//! | `restore` | stateful workload | `image` (a checkpoint's command id), optional `from_host` (images copied from that host) |
 //! | `rollback`| (any)             | `command_id` of the command to undo                          |
 
 use std::collections::BTreeMap;
@@ -80,12 +82,37 @@ pub struct Resize {
 pub enum CommandSpec {
     Resize(Resize),
     Restart,
-    Start { instance: Option<String> },
-    Stop { instance: Option<String> },
-    Traffic { backend: String, server: String, change: TrafficChange },
-    Config { template: String, version: String, vars: BTreeMap<String, String> },
+    Start {
+        instance: Option<String>,
+    },
+    Stop {
+        instance: Option<String>,
+    },
+    Traffic {
+        backend: String,
+        server: String,
+        change: TrafficChange,
+    },
+    Config {
+        template: String,
+        version: String,
+        vars: BTreeMap<String, String>,
+    },
     Health,
-    Rollback { command_id: String },
+    Rollback {
+        command_id: String,
+    },
+    /// CRIU dump of the workload's process tree; the image is named by the command's id.
+    /// Without `leave_running` the tree is stopped by the dump (undone by restoring it).
+    Checkpoint {
+        leave_running: bool,
+    },
+    /// CRIU restore of a checkpoint image (`image` = the checkpoint's command id), from
+    /// this host's images or, with `from_host`, from images copied from that host.
+    Restore {
+        image: String,
+        from_host: Option<String>,
+    },
 }
 
 /// A typed command with its envelope (the fields of `augur.v1.Command`).
@@ -158,6 +185,8 @@ impl CommandSpec {
             CommandSpec::Config { .. } => "config",
             CommandSpec::Health => "health",
             CommandSpec::Rollback { .. } => "rollback",
+            CommandSpec::Checkpoint { .. } => "checkpoint",
+            CommandSpec::Restore { .. } => "restore",
         }
     }
 
@@ -215,6 +244,15 @@ impl CommandSpec {
             }
             CommandSpec::Rollback { command_id } => {
                 a.insert("command_id".into(), command_id.clone());
+            }
+            CommandSpec::Checkpoint { leave_running } => {
+                a.insert("leave_running".into(), leave_running.to_string());
+            }
+            CommandSpec::Restore { image, from_host } => {
+                a.insert("image".into(), image.clone());
+                if let Some(h) = from_host {
+                    a.insert("from_host".into(), h.clone());
+                }
             }
         }
         a
@@ -323,6 +361,44 @@ impl CommandSpec {
                 let command_id = check_name("rollback", "command_id", need("rollback", "command_id")?)?;
                 Ok(CommandSpec::Rollback { command_id })
             }
+            "checkpoint" => {
+                only("checkpoint", &["leave_running"])?;
+                let leave_running = match args.get("leave_running").copied() {
+                    None | Some("false") => false,
+                    Some("true") => true,
+                    Some(v) => {
+                        return Err(CommandError::Invalid {
+                            kind: "checkpoint",
+                            arg: "leave_running".into(),
+                            value: v.into(),
+                            why: "must be true or false".into(),
+                        });
+                    }
+                };
+                Ok(CommandSpec::Checkpoint { leave_running })
+            }
+            "restore" => {
+                only("restore", &["image", "from_host"])?;
+                let image = check_name("restore", "image", need("restore", "image")?)?;
+                if image.starts_with('.') {
+                    return Err(CommandError::Invalid {
+                        kind: "restore",
+                        arg: "image".into(),
+                        value: image,
+                        why: "must not start with a dot".into(),
+                    });
+                }
+                let from_host = args.get("from_host").map(|v| check_name("restore", "from_host", v)).transpose()?;
+                if from_host.as_deref().is_some_and(|h| h.starts_with('.')) {
+                    return Err(CommandError::Invalid {
+                        kind: "restore",
+                        arg: "from_host".into(),
+                        value: from_host.unwrap_or_default(),
+                        why: "must not start with a dot".into(),
+                    });
+                }
+                Ok(CommandSpec::Restore { image, from_host })
+            }
             other => Err(CommandError::UnknownKind(other.into())),
         }
     }
@@ -366,6 +442,10 @@ mod tests {
             },
             CommandSpec::Health,
             CommandSpec::Rollback { command_id: "c-17".into() },
+            CommandSpec::Checkpoint { leave_running: false },
+            CommandSpec::Checkpoint { leave_running: true },
+            CommandSpec::Restore { image: "c-18".into(), from_host: None },
+            CommandSpec::Restore { image: "c-18".into(), from_host: Some("app-1".into()) },
         ];
         for s in specs {
             let back = CommandSpec::from_args(s.kind(), &s.to_args()).expect("round trip");
@@ -391,11 +471,27 @@ mod tests {
             ("config", &[("template", "../etc/passwd"), ("version", "1")], "template"),
             ("rollback", &[], "command_id"),
             ("reboot", &[], "unknown command kind"),
+            ("checkpoint", &[("leave_running", "yes")], "true or false"),
+            ("checkpoint", &[("dir", "/tmp")], "unknown argument \"dir\""),
+            ("restore", &[], "image"),
+            ("restore", &[("image", "../../etc")], "image"),
+            ("restore", &[("image", "..")], "dot"),
+            ("restore", &[("image", "c1"), ("from_host", "a/b")], "from_host"),
+            ("restore", &[("image", "c1"), ("from_host", "..")], "dot"),
         ];
         for (kind, kv, needle) in cases {
             let e = CommandSpec::from_args(kind, &args(kv)).expect_err(kind).to_string();
             assert!(e.contains(needle), "{kind} {kv:?}: {e:?} should mention {needle:?}");
         }
+    }
+
+    #[test]
+    fn a_checkpoint_stops_the_workload_unless_told_to_leave_it_running() {
+        let none = BTreeMap::new();
+        assert_eq!(CommandSpec::from_args("checkpoint", &none), Ok(CommandSpec::Checkpoint { leave_running: false }));
+        let s = CommandSpec::from_args("checkpoint", &args(&[("leave_running", "true")])).expect("valid");
+        assert_eq!(s, CommandSpec::Checkpoint { leave_running: true });
+        assert!(s.mutates());
     }
 
     #[test]

@@ -112,7 +112,7 @@ pub fn locate_workload(root: &Path, proc_root: &Path, w: &WorkloadConfig) -> Res
 }
 
 /// The oldest process whose `comm` is `name` (lowest start time).
-fn find_process(proc_root: &Path, name: &str) -> Option<u32> {
+pub(super) fn find_process(proc_root: &Path, name: &str) -> Option<u32> {
     let mut best: Option<(u64, u32)> = None;
     for e in fs::read_dir(proc_root).ok()?.flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };

@@ -16,9 +16,11 @@
 //!
 //! Families: [`cgroup`] (resize through cgroup v1/v2 files), [`systemd`] (units),
 //! [`exec`] (argv runner and hooks), [`haproxy`] (runtime API), [`template`] (config
-//! files), [`health`] (HTTP, TCP and command checks).
+//! files), [`health`] (HTTP, TCP and command checks), [`criu`] (checkpoint/restore of
+//! stateful workloads, refused where `criu check` fails).
 
 pub mod cgroup;
+pub mod criu;
 pub mod exec;
 pub mod haproxy;
 pub mod health;
@@ -115,6 +117,8 @@ pub enum Step {
     WriteFile { path: PathBuf, content: String, backup: Option<PathBuf> },
     /// Put a file back from `backup` (atomically), or remove it when there was none.
     RestoreFile { path: PathBuf, backup: Option<PathBuf> },
+    /// A CRIU dump, restore, or their undo.
+    Criu(criu::CriuStep),
 }
 
 /// What undoes a command (kept in the ledger).
@@ -140,6 +144,7 @@ impl Step {
                 format!("restore {} from {}", path.display(), b.display())
             }
             Step::RestoreFile { path, backup: None } => format!("remove {} (it did not exist before)", path.display()),
+            Step::Criu(c) => c.describe(),
         }
     }
 }
@@ -270,6 +275,9 @@ pub struct Executor {
     workloads: BTreeMap<String, WorkloadConfig>,
     ledger: Ledger,
     runner: Arc<dyn Runner>,
+    criu: criu::CriuConfig,
+    /// `criu check`'s verdict, asked once (at agent start, or at the first CRIU command).
+    criu_probe: Option<criu::Probe>,
 }
 
 fn err_details(d: &mut BTreeMap<String, String>, plan: &Plan) {
@@ -286,7 +294,35 @@ impl Executor {
         runner: Arc<dyn Runner>,
     ) -> Result<Executor, ExecutorError> {
         let ledger = Ledger::open(&cfg.state_dir.join("ledger.jsonl"), cfg.ledger_max_entries)?;
-        Ok(Executor { workloads: workloads.iter().map(|w| (w.name.clone(), w.clone())).collect(), cfg, ledger, runner })
+        Ok(Executor {
+            workloads: workloads.iter().map(|w| (w.name.clone(), w.clone())).collect(),
+            cfg,
+            ledger,
+            runner,
+            criu: criu::CriuConfig::default(),
+            criu_probe: None,
+        })
+    }
+
+    /// Sets the CRIU settings and, when already known, `criu check`'s verdict (else it is
+    /// asked at the first checkpoint or restore and kept).
+    pub fn with_criu(mut self, cfg: criu::CriuConfig, probe: Option<criu::Probe>) -> Self {
+        self.criu = cfg;
+        self.criu_probe = probe;
+        self
+    }
+
+    /// `criu check`'s verdict, asked once.
+    pub async fn criu_probe(&mut self) -> criu::Probe {
+        if let Some(p) = &self.criu_probe {
+            return p.clone();
+        }
+        let p = criu::probe(&*self.runner, &self.criu).await;
+        if !p.usable {
+            warn!(reason = %p.message, "criu is not usable: checkpoint and restore commands are refused");
+        }
+        self.criu_probe = Some(p.clone());
+        p
     }
 
     /// The ledger (for tests and status).
@@ -365,6 +401,15 @@ impl Executor {
         if let CommandSpec::Health = env.spec {
             return self.health_command(&env, &w, deadline).await;
         }
+        if matches!(env.spec, CommandSpec::Checkpoint { .. } | CommandSpec::Restore { .. }) {
+            let p = match tokio::time::timeout_at(deadline, self.criu_probe()).await {
+                Ok(p) => p,
+                Err(_) => return Outcome::refused("deadline reached while running `criu check`: nothing done"),
+            };
+            if !p.usable {
+                return Outcome::refused(format!("criu is not usable on this host: {}; nothing done", p.message));
+            }
+        }
         let plan = match tokio::time::timeout_at(deadline, self.plan(&w, &env)).await {
             Ok(Ok(p)) => p,
             Ok(Err(why)) => return Outcome::refused(why),
@@ -416,6 +461,24 @@ impl Executor {
             CommandSpec::Config { template, version, vars } => {
                 template::plan_config(&self.cfg.state_dir, w, template, version, vars, &env.id)
             }
+            CommandSpec::Checkpoint { leave_running } => criu::plan_checkpoint(
+                &self.criu,
+                &self.criu.images_root(&self.cfg.state_dir),
+                &self.cfg.host_id,
+                (&self.cfg.cgroup_root, &self.cfg.proc_root),
+                w,
+                &env.id,
+                *leave_running,
+            ),
+            CommandSpec::Restore { image, from_host } => criu::plan_restore(
+                &self.criu,
+                &self.criu.images_root(&self.cfg.state_dir),
+                &self.cfg.host_id,
+                (&self.cfg.cgroup_root, &self.cfg.proc_root),
+                w,
+                image,
+                from_host.as_deref(),
+            ),
             CommandSpec::Health | CommandSpec::Rollback { .. } => Err("not a planned command".into()),
         }
     }
@@ -601,6 +664,7 @@ impl Executor {
                 let (p, b) = (path.clone(), backup.clone());
                 blocking(left, move || template::restore(&p, b.as_deref())).await
             }
+            Step::Criu(c) => criu::run_step(&*self.runner, &self.cfg.proc_root, c, left).await,
         }
     }
 
@@ -859,6 +923,13 @@ mod tests {
             },
             Step::WriteFile { path: "/etc/app.conf".into(), content: "x = 1\n".into(), backup: None },
             Step::RestoreFile { path: "/etc/app.conf".into(), backup: Some("/var/lib/b".into()) },
+            Step::Criu(criu::CriuStep::Dump {
+                argv: vec!["criu".into(), "dump".into()],
+                tmp: "/i/.c1.tmp".into(),
+                dir: "/i/c1".into(),
+                timeout_ms: 3,
+            }),
+            Step::Criu(criu::CriuStep::StopTree { pidfile: "/i/c1/restored.pid".into(), timeout_ms: 4 }),
         ];
         let text = serde_json::to_string(&steps).expect("encode");
         let back: Vec<Step> = serde_json::from_str(&text).expect("decode");

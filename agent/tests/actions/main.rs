@@ -4,6 +4,7 @@
 //! scripted gRPC peer. Tests that need something missing print `SKIP <test>: <why>`.
 
 mod cgroup;
+mod criu;
 mod executor;
 mod haproxy;
 mod health;

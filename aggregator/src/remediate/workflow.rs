@@ -1126,6 +1126,9 @@ mod tests {
                     }
                     UndoOp::Running(key.0, key.1, was)
                 }
+                CommandSpec::Checkpoint { .. } | CommandSpec::Restore { .. } => {
+                    return (S::Refused, "this scripted agent has no criu".into());
+                }
                 CommandSpec::Restart => {
                     *st.restarts.entry((host.to_owned(), c.resource.clone())).or_default() += 1;
                     return (S::Succeeded, "restarted".into());
