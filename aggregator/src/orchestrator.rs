@@ -34,7 +34,7 @@ use crate::predict::PredictionEngine;
 use crate::remediate::audit::{AuditEntry, AuditKind, AuditLog, AuditQuery, AuditRecord};
 use crate::remediate::decide::{ExecResult, Executor, Fleet, PendingAction, RemediateError, Remediator};
 use crate::remediate::placement::{self, HostCapacity};
-use crate::remediate::policy::{ActionKind, RemediationConfig, ResourceSetConfig};
+use crate::remediate::policy::{ActionKind, MemberConfig, RemediationConfig, ResourceSetConfig};
 use crate::remediate::workflow::{self, RunOptions, StepAction, StepRecord, WorkflowReport, WorkflowStatus};
 use crate::remediate::workflow::{ActionPlan, Instance, LoadBalancer, Member, Remedy};
 use crate::server::ForecastState;
@@ -222,6 +222,9 @@ pub struct Orchestration {
     forecasts: Arc<ForecastState>,
     /// `host/workload` of operator actions in flight.
     busy: Mutex<HashSet<String>>,
+    /// Serving members (`host/workload`, in the order they joined) of the resource sets a
+    /// scale action has resized; a set not in here serves its configured non-standby members.
+    serving: Mutex<BTreeMap<String, Vec<String>>>,
     seq: AtomicU64,
 }
 
@@ -238,6 +241,16 @@ impl Drop for BusyGuard<'_> {
             b.remove(k);
         }
     }
+}
+
+/// `host/workload`: a member's key in [`Orchestration::serving`].
+fn member_key(host: &str, workload: &str) -> String {
+    format!("{host}/{workload}")
+}
+
+/// The members `set` is configured to serve with: those with a server that are not standbys.
+fn configured_serving(set: &ResourceSetConfig) -> Vec<String> {
+    set.members.iter().filter(|m| m.server.is_some() && !m.standby).map(|m| member_key(&m.host, &m.workload)).collect()
 }
 
 fn feature(names: &[String], row: &[f32], name: &str) -> f64 {
@@ -273,6 +286,7 @@ impl Orchestration {
             store,
             forecasts,
             busy: Mutex::new(HashSet::new()),
+            serving: Mutex::new(BTreeMap::new()),
             seq: AtomicU64::new(0),
         }
     }
@@ -610,22 +624,66 @@ impl Orchestration {
         };
         let plan = self.scale_plan(set, delta, lb)?;
         let detail = json!({"request": "predictive_scale", "delta": delta, "recommendation": rec});
-        self.execute(plan, req.dry_run, &req.reason, detail).await
+        let report = self.execute(plan.clone(), req.dry_run, &req.reason, detail).await?;
+        // The set's size changes only when every instance joined (or left) the rotation;
+        // a rolled-back or failed action left the set as it was.
+        if report.status == ActionStatus::Succeeded
+            && let ActionPlan::Scale { instances, .. } = &plan
+        {
+            let mut serving = self.serving.lock().unwrap_or_else(PoisonError::into_inner);
+            let now = serving.entry(set.name.clone()).or_insert_with(|| configured_serving(set));
+            for i in instances {
+                let key = member_key(&i.host, &i.workload);
+                now.retain(|k| *k != key);
+                if delta > 0 {
+                    now.push(key);
+                }
+            }
+        }
+        Ok(report)
     }
 
-    /// Scale plans: up takes the set's standby members (declared, not serving), down the
-    /// last serving members.
+    /// The members of `set` serving now: after a scale action, those it left in the
+    /// rotation (in the order they joined); before any, the configured non-standby members.
+    fn serving_members(&self, set: &ResourceSetConfig) -> Vec<MemberConfig> {
+        let serving = self.serving.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(keys) = serving.get(&set.name) else {
+            return set.members.iter().filter(|m| m.server.is_some() && !m.standby).cloned().collect();
+        };
+        keys.iter()
+            .filter_map(|k| set.members.iter().find(|m| member_key(&m.host, &m.workload) == *k))
+            .cloned()
+            .collect()
+    }
+
+    /// Scale plans: up takes the members with a load-balancer server that do not serve now
+    /// (members an earlier scale-in removed first, then the declared standbys, in
+    /// configuration order); down removes the serving members that joined last, never the
+    /// set's last instance.
     fn scale_plan(&self, set: &ResourceSetConfig, delta: i32, lb: LoadBalancer) -> Result<ActionPlan> {
         let n = delta.unsigned_abs() as usize;
-        let pool: Vec<_> = set.members.iter().filter(|m| m.server.is_some() && (m.standby == (delta > 0))).collect();
-        let pool: Vec<_> =
-            if delta > 0 { pool.into_iter().take(n).collect() } else { pool.into_iter().rev().take(n).collect() };
+        let serving = self.serving_members(set);
+        let pool: Vec<MemberConfig> = if delta > 0 {
+            let spare = |m: &&MemberConfig| {
+                m.server.is_some() && !serving.iter().any(|s| s.host == m.host && s.workload == m.workload)
+            };
+            let (standby, other): (Vec<_>, Vec<_>) = set.members.iter().filter(spare).partition(|m| m.standby);
+            other.into_iter().chain(standby).take(n).cloned().collect()
+        } else {
+            if serving.len() <= n {
+                return Err(OrchestrateError::Refused(format!(
+                    "resource set {} serves with {} instance(s): removing {n} would leave none",
+                    set.name,
+                    serving.len()
+                )));
+            }
+            serving.iter().rev().take(n).cloned().collect()
+        };
         if pool.len() < n {
             return Err(OrchestrateError::Refused(format!(
-                "resource set {} has {} {} member(s), {n} needed",
+                "resource set {} has {} spare member(s) (a load-balancer server, not serving), {n} needed",
                 set.name,
                 pool.len(),
-                if delta > 0 { "spare (standby)" } else { "serving" }
             )));
         }
         let instances = pool
@@ -634,7 +692,7 @@ impl Orchestration {
                 host: m.host.clone(),
                 workload: m.workload.clone(),
                 instance: None,
-                server: m.server.clone().expect("filtered on server"),
+                server: m.server.expect("filtered on server"),
                 address: None,
             })
             .collect();
@@ -739,13 +797,14 @@ impl Orchestration {
     /// named one), the instance count its forecast demand needs.
     ///
     /// Demand is CPU: the rate of `container_cpu_usage_seconds_total` of every serving
-    /// member's workload resource, forecast [`SCALE_HORIZON`] ahead at quantile
-    /// [`SCALE_QUANTILE`], summed. One instance's capacity is its CPU limit (the feature
+    /// member's workload resource (the members serving now, after any scale actions),
+    /// forecast [`SCALE_HORIZON`] ahead at quantile [`SCALE_QUANTILE`], summed. A member
+    /// without a forecast yet (an instance just added has too little history) is left out
+    /// and named in the reason. One instance's capacity is its CPU limit (the feature
     /// engine's `cpu_limit_last`) times its host tier's performance factor; the set is sized
     /// so each instance runs at most [`SCALE_TARGET_UTILIZATION`] of that, between one
     /// instance and the members that have a server in the load balancer. Without a forecast
-    /// (too little history) or a CPU limit, the recommendation keeps the current size and
-    /// says why.
+    /// for any member or a CPU limit, the recommendation keeps the current size and says why.
     pub async fn recommendations(&self, set: &str) -> Result<Vec<ScalingRecommendation>> {
         if !set.is_empty() && !self.cfg.sets.iter().any(|s| s.name == set) {
             return Err(OrchestrateError::NotFound(format!("unknown resource set {set:?}")));
@@ -760,7 +819,7 @@ impl Orchestration {
     }
 
     async fn recommend(&self, set: &ResourceSetConfig) -> Result<ScalingRecommendation> {
-        let serving: Vec<_> = set.members.iter().filter(|m| m.server.is_some() && !m.standby).cloned().collect();
+        let serving = self.serving_members(set);
         let slots = set.members.iter().filter(|m| m.server.is_some()).count() as i32;
         let current = serving.len() as i32;
         let mut rec = ScalingRecommendation {
@@ -777,6 +836,10 @@ impl Orchestration {
         };
         let mut demand = 0.0;
         let mut capacity = Vec::new();
+        // Members without a forecast (an instance started moments ago has too little
+        // history) are left out of the demand: the others' history still carries the load
+        // it took over. Without any forecast the size stays.
+        let (mut forecast, mut missing) = (0, Vec::new());
         for m in &serving {
             let resource = self.workload_resource(&m.host, &m.workload);
             if resource.is_empty() {
@@ -784,10 +847,13 @@ impl Orchestration {
                 return Ok(rec);
             }
             match self.forecast_rate(&m.host, &resource, SCALE_METRIC, SCALE_HORIZON, SCALE_QUANTILE).await {
-                Ok(v) => demand += v.max(0.0),
+                Ok(v) => {
+                    demand += v.max(0.0);
+                    forecast += 1;
+                }
                 Err(why) => {
-                    rec.reason = format!("no demand forecast for {}/{resource}: {why}", m.host);
-                    return Ok(rec);
+                    missing.push(format!("{}/{resource}: {why}", m.host));
+                    continue;
                 }
             }
             let limit = self
@@ -800,6 +866,10 @@ impl Orchestration {
             if limit.is_finite() && limit > 0.0 {
                 capacity.push(limit * perf);
             }
+        }
+        if forecast == 0 {
+            rec.reason = format!("no demand forecast for {}", missing.join("; "));
+            return Ok(rec);
         }
         rec.predicted_demand = demand;
         if capacity.is_empty() {
@@ -818,6 +888,9 @@ impl Orchestration {
             SCALE_TARGET_UTILIZATION * 100.0,
             if need != rec.recommended { format!(", bounded to 1..={slots} member slots") } else { String::new() }
         );
+        if !missing.is_empty() {
+            rec.reason.push_str(&format!(" (left out, no forecast yet: {})", missing.join("; ")));
+        }
         Ok(rec)
     }
 

@@ -7,4 +7,5 @@ mod pipeline;
 mod predict;
 mod remediate_oom;
 mod safety;
+mod scale;
 mod units;
