@@ -6,7 +6,7 @@ set -euo pipefail
 need_apt=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 for p in build-essential pkg-config clang libclang-dev protobuf-compiler iproute2 procps \
-         systemd stress-ng prometheus-node-exporter haproxy wrk; do
+         systemd stress-ng prometheus-node-exporter haproxy wrk criu; do
   have_pkg "$p" || need_apt+=("$p")
 done
 if [ "${#need_apt[@]}" -gt 0 ]; then

@@ -519,19 +519,27 @@ mod tests {
         let a = argv(&["criu", "check"]);
         let ok = parse_check(&a, Ok(RunOutput { code: Some(0), stdout: "Looks good.".into(), stderr: String::new() }));
         assert_eq!(ok, Probe { usable: true, message: "Looks good.".into() });
+        // What Debian's criu 3.17.1 says on a kernel whose vDSO it cannot parse.
         let vdso = parse_check(
             &a,
             Ok(RunOutput {
                 code: Some(1),
                 stdout: String::new(),
-                stderr: "Warn (criu/kerndat.c:1103): Can't load vdso\n\nError (criu/vdso.c:627): Unexpected rt vDSO area bounds\nError (criu/cr-check.c:1606): criu check failed\n".into(),
+                stderr: "Error (criu/util.c:642): exited, status=1\nError (criu/util.c:642): exited, status=1\n\
+                         Error (criu/vdso.c:381): vdso: Unexpected rt vDSO area bounds\n\
+                         Error (criu/vdso.c:613): vdso: Failed to fill self vdso symtable\n\
+                         Error (criu/kerndat.c:1615): kerndat_vdso_fill_symtable failed when initializing kerndat.\n\
+                         Error (criu/crtools.c:260): Could not initialize kernel features detection.\n"
+                    .into(),
             }),
         );
         assert!(!vdso.usable);
         assert_eq!(
             vdso.message,
-            "`criu check` failed (exit status 1): Warn (criu/kerndat.c:1103): Can't load vdso | Error (criu/vdso.c:627): \
-             Unexpected rt vDSO area bounds | Error (criu/cr-check.c:1606): criu check failed"
+            "`criu check` failed (exit status 1): Error (criu/vdso.c:381): vdso: Unexpected rt vDSO area bounds | \
+             Error (criu/vdso.c:613): vdso: Failed to fill self vdso symtable | Error (criu/kerndat.c:1615): \
+             kerndat_vdso_fill_symtable failed when initializing kerndat. | Error (criu/crtools.c:260): Could not \
+             initialize kernel features detection."
         );
         let missing = parse_check(&a, Err("cannot start criu: No such file or directory (os error 2)".into()));
         assert!(!missing.usable && missing.message.contains("could not run: cannot start criu"), "{missing:?}");

@@ -211,3 +211,49 @@ async fn scripted_aggregator_drives_the_real_agent_uplink() {
     let _ = stop_tx.send(());
     tokio::time::timeout(Duration::from_secs(15), agent).await.expect("agent stops").expect("join").expect("agent ran");
 }
+
+/// Hello announces `criu` exactly when this host's `criu check` passes (it fails where
+/// CRIU cannot work, e.g. an unsupported vDSO), and a checkpoint sent through the real
+/// uplink is then refused with the probe's words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hello_announces_criu_only_when_criu_check_passes() {
+    use augur_agent::actuator::{ProcessRunner, criu};
+    let state = tempfile::tempdir().expect("tempdir");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let (stx, mut sessions) = mpsc::channel(4);
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TelemetryServer::new(Peer { sessions: stx }))
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    let mut cfg = agent_config(state.path(), Path::new("/nonexistent"), port);
+    let mut w = WorkloadConfig::named("db");
+    w.kind = augur_agent::workload::WorkloadKind::Stateful;
+    w.process = Some("augur-no-such".into());
+    w.allowed_actions = vec!["checkpoint".into(), "restore".into()];
+    w.health = Some(health_command(&["true"]));
+    cfg.workloads = vec![w];
+    cfg.validate().expect("valid test config");
+    let probe = criu::probe(&ProcessRunner, &cfg.criu).await;
+    eprintln!("criu check on this host: usable={} ({})", probe.usable, probe.message);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let agent = tokio::spawn(augur_agent::run(cfg, async {
+        let _ = stop_rx.await;
+    }));
+    let mut s = next_session(&mut sessions).await;
+    assert!(s.hello.capabilities.iter().any(|c| c == "actions.v1"), "{:?}", s.hello.capabilities);
+    assert_eq!(s.hello.capabilities.iter().any(|c| c == "criu"), probe.usable, "{:?}", s.hello.capabilities);
+    s.send(AggMsg::Welcome(Welcome { protocol_version: 1, aggregator_id: "peer".into(), ..Default::default() })).await;
+    s.send(AggMsg::Command(cmd("k1", "db", "checkpoint", &[]))).await;
+    let r = s.report().await;
+    assert_eq!((r.command_id.as_str(), r.status), ("k1", CommandStatus::Refused as i32), "{r:?}");
+    if probe.usable {
+        // criu works: the refusal is the workload's (no process of that name), not criu's.
+        assert!(r.message.contains("no running process named"), "{r:?}");
+    } else {
+        assert_eq!(r.message, format!("criu is not usable on this host: {}; nothing done", probe.message));
+    }
+    let _ = stop_tx.send(());
+    tokio::time::timeout(Duration::from_secs(15), agent).await.expect("agent stops").expect("join").expect("agent ran");
+}
