@@ -12,9 +12,12 @@
 //!
 //! Predicted demand (scaling out because the p90 CPU forecast 15 minutes ahead exceeds 70%
 //! of the set's capacity) needs 137 points at the forecaster's 10 s step, about 23 minutes
-//! of history: longer than an e2e test may run. It is covered by the component tests in
-//! `aggregator/tests/grpc/orchestrator.rs`, which send such history through the real ingest
-//! path into a real store.
+//! of history: longer than an e2e test may run. Here, with app-a in a CPU-limited cgroup
+//! (where the machine has cgroups), the test checks that the recommendation reaches the
+//! forecaster with app-a's real CPU series, as the agent samples it under wrk, and keeps the
+//! size while that history is too short, saying so. Scaling out on a rising history is
+//! covered by the component tests in `aggregator/tests/grpc/orchestrator.rs`, which send
+//! 30 minutes of history through the real ingest path into a real store.
 
 use std::path::Path;
 use std::process::Command;
@@ -24,7 +27,7 @@ use augur_tests::netns::{
     self, AppInstance, BackendServer, Haproxy, NetHost, NetLab, Wrk, WrkOptions, haproxy_workload_toml, start_agent,
     start_aggregator,
 };
-use augur_tests::{Proc, bin, skip, wait_for};
+use augur_tests::{CgroupFs, Proc, TestCgroup, bin, is_root, skip, wait_for};
 use serde_json::Value;
 
 fn app_bin() -> &'static Path {
@@ -39,8 +42,13 @@ struct Stack {
     hap: Haproxy,
     // Dropped after the processes above; the lab kills anything left in its namespaces.
     _procs: Vec<Proc>,
+    /// app-a's CPU-limited cgroup (`None` without cgroups).
+    cg: Option<TestCgroup>,
     _lab: NetLab,
 }
+
+/// app-a's CPU limit, in cores (cgroup v1 `cpu.cfs_quota_us` over a 100 ms period).
+const CPU_LIMIT: f64 = 0.5;
 
 /// `web`: a serves, b is the spare the set scales out onto.
 const SET: &str = r#"
@@ -62,7 +70,8 @@ impl Stack {
         let mut lab = NetLab::new().expect("lab network");
         let host = |lab: &mut NetLab, n: &str| -> NetHost { lab.add_host(n).expect("namespace host") };
         let (ha, hb, hl) = (host(&mut lab, "app-a"), host(&mut lab, "app-b"), host(&mut lab, "lb"));
-        let a = AppInstance::new(&ha, 8080, app_bin(), dir.path(), &[]);
+        let cg = cpu_cgroup();
+        let a = AppInstance::new(&ha, 8080, app_bin(), dir.path(), &cg.as_ref().map(|c| c.paths()).unwrap_or_default());
         let b = AppInstance::new(&hb, 8080, app_bin(), dir.path(), &[]);
         a.start();
         let servers = [
@@ -73,14 +82,15 @@ impl Stack {
         let hap = Haproxy::start(&hl, 8080, "app", &servers, dir.path());
         let (agg, url) = start_aggregator(&lab, dir.path(), SET);
         let web = ["start", "stop", "health"];
+        let cg_line = cg.as_ref().map(|c| format!("cgroup = \"{}\"", c.rel)).unwrap_or_default();
         let agents = vec![
-            start_agent(&ha, &url, dir.path(), &a.workload_toml("web", &web, "")),
+            start_agent(&ha, &url, dir.path(), &a.workload_toml("web", &web, &cg_line)),
             start_agent(&hb, &url, dir.path(), &b.workload_toml("web", &web, "")),
             start_agent(&hl, &url, dir.path(), &haproxy_workload_toml("haproxy", &hap)),
         ];
         let mut procs = vec![agg];
         procs.extend(agents);
-        let st = Stack { dir, url, a, b, hap, _procs: procs, _lab: lab };
+        let st = Stack { dir, url, a, b, hap, _procs: procs, cg, _lab: lab };
         wait_for("a UP in HAProxy", Duration::from_secs(15), || (st.server("a").status == "UP").then_some(()));
         wait_for("three agents connected with their workloads", Duration::from_secs(30), || {
             let hosts = st.ctl(&["hosts"]).ok()?;
@@ -128,6 +138,39 @@ impl Stack {
     }
 }
 
+/// A cgroup for app-a limited to [`CPU_LIMIT`] cores (cgroup v1 cpu controller), or `None`
+/// (with the reason printed) where the machine has none.
+fn cpu_cgroup() -> Option<TestCgroup> {
+    const TEST: &str = "scaling_out_then_in_under_load_fails_no_request";
+    if !is_root() {
+        skip(TEST, "the CPU-limited cgroup part: needs root");
+        return None;
+    }
+    let Some(fs @ CgroupFs::V1(_)) = CgroupFs::detect() else {
+        skip(TEST, "the CPU-limited cgroup part: no cgroup v1 hierarchy with memory and cpu controllers");
+        return None;
+    };
+    let CgroupFs::V1(ms) = &fs else { return None };
+    let cpu = ms.iter().find(|(c, _)| c == "cpu").map(|(_, m)| m.clone());
+    let cpuacct = ms.iter().any(|(c, _)| c == "cpuacct");
+    let (Some(cpu), true) = (cpu, cpuacct) else {
+        skip(TEST, "the CPU-limited cgroup part: no cgroup v1 cpu and cpuacct controllers");
+        return None;
+    };
+    let top = format!("augur-e2e-scale-{}", std::process::id());
+    let cg = TestCgroup::create(fs, &top, "web-a", 1 << 30).expect("create app-a's cgroup");
+    let quota = (CPU_LIMIT * 100_000.0) as u64;
+    std::fs::write(cpu.join(&cg.rel).join("cpu.cfs_period_us"), "100000").expect("cpu.cfs_period_us");
+    std::fs::write(cpu.join(&cg.rel).join("cpu.cfs_quota_us"), quota.to_string()).expect("cpu.cfs_quota_us");
+    Some(cg)
+}
+
+/// CPU seconds used in `cg` (cgroup v1 `cpuacct.usage`, nanoseconds).
+fn cpu_seconds(cg: &TestCgroup) -> f64 {
+    let p = cg.paths().into_iter().map(|d| d.join("cpuacct.usage")).find(|p| p.exists()).expect("cpuacct.usage");
+    std::fs::read_to_string(&p).expect("read cpuacct.usage").trim().parse::<f64>().expect("a number") / 1e9
+}
+
 fn steps(r: &Value) -> Vec<String> {
     r["steps"].as_array().expect("steps").iter().map(|s| s["step"].as_str().expect("step name").to_owned()).collect()
 }
@@ -147,8 +190,25 @@ fn scaling_out_then_in_under_load_fails_no_request() {
         &WrkOptions { duration: Duration::from_secs(30), ..Default::default() },
         st.dir.path(),
     );
+    let cpu0 = st.cg.as_ref().map(cpu_seconds);
     std::thread::sleep(Duration::from_secs(4));
     assert!(st.server("a").http_2xx > 100, "a serves before scaling: {:?}", st.hap.servers());
+    if let (Some(cg), Some(c0)) = (&st.cg, cpu0) {
+        let cores = (cpu_seconds(cg) - c0) / 4.0;
+        println!("{TEST}: app-a used {cores:.2} cores under wrk (limit {CPU_LIMIT})");
+        assert!(cores > 0.05 && cores < CPU_LIMIT * 1.2, "{cores}");
+        // The recommendation finds app-a's real CPU series (sampled by its agent each
+        // second) and asks the forecaster, which needs more history than this run has: the
+        // size stays and the reason says what is missing.
+        let r = st.ctl(&["recommendations", "web"]).expect("recommendations");
+        println!("{TEST}: recommendation before scaling: {}", r[0]);
+        assert_eq!((r[0]["current"].as_i64(), r[0]["delta"].as_i64()), (Some(1), Some(0)), "{r:#}");
+        let why = r[0]["reason"].as_str().unwrap_or_default();
+        assert!(
+            why.contains("no demand forecast for app-a/cgroup/web: not enough history:") && why.contains("137 needed"),
+            "{r:#}"
+        );
+    }
     assert!(!st.b.running(), "the spare's app is not running before the scale-out");
 
     // Out by one: the spare b is started by its agent, checked, added to the rotation.
