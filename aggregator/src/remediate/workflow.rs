@@ -14,6 +14,7 @@
 //! | `scale` up  | per instance: start, health, add to LB, ready                                |
 //! | `scale` down| drain each, wait ▸ per instance: maint, remove from LB, stop               |
 //! | `blue_green`| health of each green, greens ready, drain blues, wait                        |
+//! | `migrate_stateful` | (drain source, wait,) CRIU checkpoint on the source, restore on the target, its health(, target ready ▸ source maint) |
 //!
 //! [`Dispatcher`]: super::dispatch::Dispatcher
 
@@ -105,6 +106,24 @@ pub enum ActionPlan {
     Scale { set: String, delta: i32, lb: LoadBalancer, instances: Vec<Instance> },
     /// Blue/green switch: every green member healthy and ready, then every blue member drained.
     BlueGreen { lb: LoadBalancer, blue: Vec<Member>, green: Vec<Member> },
+    /// Migration of a stateful workload with CRIU: checkpoint it on `source` (which stops
+    /// it), restore that image on `target` (`restore` with `from_host = source`: the
+    /// agents' images directory must be shared between the two hosts or the image copied
+    /// there; augur does not transfer images), check its health there and, with a load
+    /// balancer, switch traffic from `source_server` to `target_server`. A failure before
+    /// the switch stops the restored copy and restores the workload on the source. Both
+    /// hosts must have announced the `criu` capability ([`RunOptions::host_capabilities`]).
+    MigrateStateful {
+        workload: String,
+        source: String,
+        target: String,
+        #[serde(default)]
+        lb: Option<LoadBalancer>,
+        #[serde(default)]
+        source_server: String,
+        #[serde(default)]
+        target_server: String,
+    },
 }
 
 /// Why a plan is refused before anything is sent.
@@ -126,6 +145,7 @@ impl ActionPlan {
             ActionPlan::Migrate { .. } => "migrate",
             ActionPlan::Scale { .. } => "scale",
             ActionPlan::BlueGreen { .. } => "blue_green",
+            ActionPlan::MigrateStateful { .. } => "migrate_stateful",
         }
     }
 
@@ -162,8 +182,45 @@ impl ActionPlan {
                 }
                 push(&lb.host, &lb.workload);
             }
+            ActionPlan::MigrateStateful { workload, source, target, lb, .. } => {
+                push(source, workload);
+                push(target, workload);
+                if let Some(lb) = lb {
+                    push(&lb.host, &lb.workload);
+                }
+            }
         }
         out
+    }
+
+    /// Capabilities the plan needs, per host (a `migrate_stateful` needs `criu` on both ends).
+    pub fn required_capabilities(&self) -> Vec<(String, &'static str)> {
+        match self {
+            ActionPlan::MigrateStateful { source, target, .. } => {
+                vec![(source.clone(), "criu"), (target.clone(), "criu")]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Refuses the plan when a host it needs a capability on did not announce it (`announced`:
+    /// each host's Hello capabilities; a host missing from it announced nothing).
+    pub fn check_capabilities(
+        &self,
+        announced: &std::collections::BTreeMap<String, Vec<String>>,
+    ) -> Result<(), PlanError> {
+        for (host, cap) in self.required_capabilities() {
+            if !announced.get(&host).is_some_and(|caps| caps.iter().any(|c| c == cap)) {
+                return Err(PlanError::Invalid {
+                    plan: self.kind(),
+                    why: format!(
+                        "host {host:?} did not announce the {cap:?} capability (its agent's `criu check` fails, \
+                         no workload there allows checkpoint/restore, or it is not connected)"
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Checks the plan is complete and consistent. Nothing is sent for an invalid plan; an
@@ -270,6 +327,29 @@ impl ActionPlan {
                 }
                 Ok(())
             }
+            ActionPlan::MigrateStateful { workload, source, target, lb, source_server, target_server } => {
+                nonempty("workload", workload)?;
+                nonempty("source", source)?;
+                nonempty("target", target)?;
+                if source == target {
+                    return Err(invalid(format!("source and target are the same host {source:?}")));
+                }
+                match lb {
+                    Some(lb) => {
+                        lb_ok(lb)?;
+                        nonempty("source_server", source_server)?;
+                        nonempty("target_server", target_server)?;
+                        if source_server == target_server {
+                            return Err(invalid(format!("source and target are the same LB server {source_server:?}")));
+                        }
+                    }
+                    None if !source_server.is_empty() || !target_server.is_empty() => {
+                        return Err(invalid("source_server/target_server given without an lb".into()));
+                    }
+                    None => {}
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -320,6 +400,9 @@ pub struct RunOptions {
     pub deadline: Duration,
     /// How long a drained server is given before it is stopped or remediated.
     pub drain_wait: Duration,
+    /// Each host's Hello capabilities (from the registry). A plan needing a capability
+    /// ([`ActionPlan::required_capabilities`]) on a host not listed with it is refused.
+    pub host_capabilities: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl RunOptions {
@@ -331,6 +414,7 @@ impl RunOptions {
             step_timeout: Duration::from_secs(30),
             deadline: Duration::from_secs(300),
             drain_wait: Duration::from_secs(2),
+            host_capabilities: Default::default(),
         }
     }
 }
@@ -596,6 +680,24 @@ pub fn steps(plan: &ActionPlan, opts: &RunOptions) -> Vec<Step> {
             }
             b.wait();
         }
+        ActionPlan::MigrateStateful { workload: w, source, target, lb, source_server, target_server } => {
+            if let Some(lb) = lb {
+                b.state(format!("drain server {source_server}"), lb, source_server, Drain, Undo::Rollback);
+                b.wait();
+            }
+            // The image is named by the checkpoint's command id.
+            let image = command_id(opts, 's', b.out.len());
+            let checkpoint = CommandSpec::Checkpoint { leave_running: false };
+            b.cmd(format!("checkpoint {w} on {source}"), source, w, checkpoint, Undo::Rollback);
+            let restore = CommandSpec::Restore { image, from_host: Some(source.clone()) };
+            b.cmd(format!("restore {w} on {target}"), target, w, restore, Undo::Rollback);
+            b.health(target, w, w);
+            if let Some(lb) = lb {
+                b.state(format!("server {target_server} ready"), lb, target_server, Ready, Undo::Rollback);
+                b.commit();
+                b.state(format!("server {source_server} to maintenance"), lb, source_server, Maint, Undo::None);
+            }
+        }
     }
     b.out
 }
@@ -710,6 +812,7 @@ pub async fn run(
     opts: &RunOptions,
 ) -> Result<WorkflowReport, WorkflowError> {
     plan.validate()?;
+    plan.check_capabilities(&opts.host_capabilities)?;
     check_action_id(&opts.action_id)?;
     if opts.step_timeout.is_zero() || opts.deadline.is_zero() {
         return Err(WorkflowError::Options("step timeout and deadline must be above zero".into()));
@@ -977,6 +1080,13 @@ mod tests {
             p.targets(),
             vec![("a".into(), "web".into()), ("b".into(), "web".into()), ("lb".into(), "haproxy".into())]
         );
+        let m: ActionPlan = serde_json::from_value(serde_json::json!(
+            {"action": "migrate_stateful", "workload": "db", "source": "a", "target": "b"}
+        ))
+        .expect("lb and servers are optional");
+        assert_eq!(m.targets(), vec![("a".into(), "db".into()), ("b".into(), "db".into())]);
+        assert_eq!(m.required_capabilities(), vec![("a".into(), "criu"), ("b".into(), "criu")]);
+        assert!(p.required_capabilities().is_empty());
     }
 
     #[test]
@@ -1126,8 +1236,26 @@ mod tests {
                     }
                     UndoOp::Running(key.0, key.1, was)
                 }
-                CommandSpec::Checkpoint { .. } | CommandSpec::Restore { .. } => {
-                    return (S::Refused, "this scripted agent has no criu".into());
+                // The workload stops at its checkpoint (unless left running) and runs after a restore.
+                CommandSpec::Checkpoint { leave_running } => {
+                    let key = (host.to_owned(), c.resource.clone());
+                    let was = st.running.contains(&key);
+                    if !was {
+                        return (S::Failed, "not running".into());
+                    }
+                    if !leave_running {
+                        st.running.remove(&key);
+                    }
+                    UndoOp::Running(key.0, key.1, was)
+                }
+                CommandSpec::Restore { .. } => {
+                    let key = (host.to_owned(), c.resource.clone());
+                    let was = st.running.contains(&key);
+                    if was {
+                        return (S::Refused, "already running".into());
+                    }
+                    st.running.insert(key.clone());
+                    UndoOp::Running(key.0, key.1, was)
                 }
                 CommandSpec::Restart => {
                     *st.restarts.entry((host.to_owned(), c.resource.clone())).or_default() += 1;
@@ -1263,6 +1391,7 @@ mod tests {
             step_timeout: Duration::from_millis(300),
             deadline: Duration::from_secs(10),
             drain_wait: Duration::from_millis(20),
+            host_capabilities: BTreeMap::new(),
         }
     }
 
@@ -1715,5 +1844,120 @@ mod tests {
         assert_eq!(w.sent(), vec!["a:resize web", "a:resize web", "a:restart web", "a:restart web", "a:restart web"]);
         assert_eq!(w.state.restarts[&("a".to_string(), "web".to_string())], 1, "restarted once");
         assert_eq!(w.state.limits[&("a".to_string(), "web".to_string())].memory_max, Some(2 << 30));
+    }
+
+    fn stateful_plan(with_lb: bool) -> ActionPlan {
+        ActionPlan::MigrateStateful {
+            workload: "db".into(),
+            source: "a".into(),
+            target: "b".into(),
+            lb: with_lb.then(lb),
+            source_server: if with_lb { "a".into() } else { String::new() },
+            target_server: if with_lb { "b".into() } else { String::new() },
+        }
+    }
+
+    fn stateful_state() -> State {
+        let mut s = State::default();
+        s.running.insert(("a".into(), "db".into()));
+        s.servers.insert("a".into(), (ServerState::Ready, 1, None));
+        s.servers.insert("b".into(), (ServerState::Maint, 1, None));
+        s
+    }
+
+    fn criu_opts(id: &str, hosts: &[&str]) -> RunOptions {
+        let caps = hosts.iter().map(|h| (h.to_string(), vec!["actions.v1".to_string(), "criu".into()])).collect();
+        RunOptions { host_capabilities: caps, ..opts(id) }
+    }
+
+    #[tokio::test]
+    async fn a_stateful_migration_checkpoints_restores_checks_and_switches() {
+        let lab = lab(&["a", "b", "lb"], stateful_state());
+        let r = run(&stateful_plan(true), &lab.dispatcher, &lab.audit, &criu_opts("sm-1", &["a", "b"]))
+            .await
+            .expect("runs");
+        assert_eq!(r.status, WorkflowStatus::Succeeded, "{r:?}");
+        let w = lab.world.lock().expect("world");
+        assert_eq!(
+            w.sent(),
+            vec![
+                "lb:traffic a drain",
+                "a:checkpoint db",
+                "b:restore db",
+                "b:health db",
+                "lb:traffic b ready",
+                "lb:traffic a maint"
+            ]
+        );
+        // The restore names the checkpoint's command id as its image, from the source host.
+        let (_, restore) = &w.log[2];
+        assert_eq!(restore.args.get("image").map(String::as_str), Some(w.log[1].1.id.as_str()));
+        assert_eq!(w.log[1].1.id, "sm-1-s2");
+        assert_eq!(restore.args.get("from_host").map(String::as_str), Some("a"));
+        assert_eq!(w.state.running, BTreeSet::from([("b".to_string(), "db".to_string())]));
+        assert_eq!(w.state.servers["b"].0, ServerState::Ready);
+        assert_eq!(w.state.servers["a"].0, ServerState::Maint);
+    }
+
+    #[tokio::test]
+    async fn an_unhealthy_restored_copy_is_stopped_and_the_workload_restored_on_the_source() {
+        let lab = lab(&["a", "b", "lb"], stateful_state());
+        lab.world.lock().expect("world").unhealthy.insert(("b".into(), "db".into()));
+        let r = run(&stateful_plan(true), &lab.dispatcher, &lab.audit, &criu_opts("sm-2", &["a", "b"]))
+            .await
+            .expect("runs");
+        assert_eq!(r.status, WorkflowStatus::RolledBack, "{r:?}");
+        let w = lab.world.lock().expect("world");
+        assert_eq!(
+            w.sent(),
+            vec![
+                "lb:traffic a drain",
+                "a:checkpoint db",
+                "b:restore db",
+                "b:health db",
+                "b:rollback db sm-2-s3",
+                "a:rollback db sm-2-s2",
+                "lb:rollback haproxy sm-2-s0",
+            ]
+        );
+        assert_eq!(w.state, stateful_state(), "running on the source again, serving, nothing on the target");
+    }
+
+    #[tokio::test]
+    async fn a_stateful_migration_needs_criu_announced_on_both_hosts_and_sends_nothing_otherwise() {
+        let lab = lab(&["a", "b"], stateful_state());
+        for hosts in [&[][..], &["a"][..], &["b"][..]] {
+            let e = run(&stateful_plan(false), &lab.dispatcher, &lab.audit, &criu_opts("sm-3", hosts))
+                .await
+                .expect_err("refused");
+            assert!(e.to_string().contains("did not announce the \"criu\" capability"), "{hosts:?}: {e}");
+        }
+        assert!(lab.world.lock().expect("world").log.is_empty());
+        assert_eq!(lab.audit.head_seq(), 0);
+        // Without an LB: checkpoint, restore, health.
+        let r = run(&stateful_plan(false), &lab.dispatcher, &lab.audit, &criu_opts("sm-4", &["a", "b"]))
+            .await
+            .expect("runs");
+        assert_eq!(r.status, WorkflowStatus::Succeeded, "{r:?}");
+        assert_eq!(lab.world.lock().expect("world").sent(), vec!["a:checkpoint db", "b:restore db", "b:health db"]);
+        let bad = ActionPlan::MigrateStateful {
+            workload: "db".into(),
+            source: "a".into(),
+            target: "a".into(),
+            lb: None,
+            source_server: String::new(),
+            target_server: String::new(),
+        };
+        assert!(bad.validate().expect_err("same host").to_string().contains("same host"));
+        let ActionPlan::MigrateStateful { workload, source, target, .. } = stateful_plan(false) else { unreachable!() };
+        let servers_without_lb = ActionPlan::MigrateStateful {
+            workload,
+            source,
+            target,
+            lb: None,
+            source_server: "a".into(),
+            target_server: String::new(),
+        };
+        assert!(servers_without_lb.validate().expect_err("servers").to_string().contains("without an lb"));
     }
 }
