@@ -171,4 +171,37 @@ impl Registry {
     pub fn connected_count(&self) -> usize {
         self.lock().values().filter(|s| s.view.connected).count()
     }
+
+    /// Capabilities each connected host announced in its Hello (e.g. `criu`): what a
+    /// workflow's `RunOptions::host_capabilities` is built from. Disconnected hosts are absent.
+    pub fn announced_capabilities(&self) -> BTreeMap<String, Vec<String>> {
+        self.lock()
+            .values()
+            .filter(|s| s.view.connected)
+            .map(|s| (s.view.record.host_id.clone(), s.view.record.capabilities.clone()))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn announced_capabilities_are_those_of_connected_hosts() {
+        let store = Arc::new(crate::storage::memory::MemoryStore::new(crate::storage::StoreOptions::default()));
+        let r = Registry::load(store).expect("registry");
+        let hello = |h: &str, caps: &[&str]| HelloInfo {
+            host_id: h.into(),
+            capabilities: caps.iter().map(|c| (*c).into()).collect(),
+            ..HelloInfo::default()
+        };
+        r.connected(&hello("a", &["actions.v1", "criu"]), 1, 0).expect("a");
+        r.connected(&hello("b", &["actions.v1"]), 1, 0).expect("b");
+        r.connected(&hello("c", &["criu"]), 1, 0).expect("c");
+        r.disconnected("c", 2).expect("c leaves");
+        let caps = r.announced_capabilities();
+        assert_eq!(caps.keys().collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(caps["a"], ["actions.v1", "criu"]);
+    }
 }

@@ -428,7 +428,10 @@ pub fn plan_checkpoint(
 }
 
 /// Plan of a restore of `image` (from `from_host`'s images, else this host's). Reads only;
-/// refused while the workload is running (its pids would clash).
+/// refused while the workload is running (its pids would clash). A missing image is
+/// refused, except in a dry run (a workflow's dry run restores an image its own checkpoint
+/// step would have made), which says so in `restore.note`.
+#[allow(clippy::too_many_arguments)]
 pub fn plan_restore(
     cfg: &CriuConfig,
     images: &Path,
@@ -437,10 +440,12 @@ pub fn plan_restore(
     w: &WorkloadConfig,
     image: &str,
     from_host: Option<&str>,
+    dry_run: bool,
 ) -> Result<Plan, String> {
     check_stateful(w)?;
     let dir = image_dir(images, from_host.unwrap_or(host), &w.name, image);
-    if !dir.is_dir() {
+    let missing = !dir.is_dir();
+    if missing && !dry_run {
         return Err(format!("no checkpoint image {image:?} of {:?} at {}", w.name, dir.display()));
     }
     if let Ok(pid) = workload_pid(cgroup_root, proc_root, w) {
@@ -455,6 +460,12 @@ pub fn plan_restore(
         timeout_ms,
     });
     let mut plan = Plan { health_check: true, ..Plan::default() };
+    if missing {
+        plan.details.insert(
+            "restore.note".into(),
+            format!("there is no image at {} now: a real restore needs it (from a checkpoint)", dir.display()),
+        );
+    }
     plan.details.insert("restore.dir".into(), dir.display().to_string());
     plan.details.insert("restore.pidfile".into(), pidfile.display().to_string());
     plan.push(step, vec![Step::Criu(CriuStep::StopTree { pidfile, timeout_ms })]);
@@ -595,14 +606,18 @@ mod tests {
         fs::create_dir_all(&dir).expect("dir");
         assert!(plan_checkpoint(&cfg, &images, "h", roots, &w, "c1", false).expect_err("exists").contains("already"));
         // A restore while the workload runs would clash: refused.
-        let e = plan_restore(&cfg, &images, "h", roots, &w, "c1", None).expect_err("running");
+        let e = plan_restore(&cfg, &images, "h", roots, &w, "c1", None, false).expect_err("running");
         assert!(e.contains("is running"), "{e}");
         child.kill().expect("kill");
         child.wait().expect("reap");
-        let p = plan_restore(&cfg, &images, "h", roots, &w, "c1", None).expect("plan");
+        let p = plan_restore(&cfg, &images, "h", roots, &w, "c1", None, false).expect("plan");
         assert!(matches!(&p.steps[0].1[..], [Step::Criu(CriuStep::StopTree { .. })]));
-        let e = plan_restore(&cfg, &images, "h", roots, &w, "c1", Some("app-2")).expect_err("not copied");
+        assert!(!p.details.contains_key("restore.note"));
+        let e = plan_restore(&cfg, &images, "h", roots, &w, "c1", Some("app-2"), false).expect_err("not copied");
         assert!(e.contains("app-2/db/c1"), "{e}");
+        // A dry run plans a restore of an image an earlier workflow step would make, and says so.
+        let p = plan_restore(&cfg, &images, "h", roots, &w, "c1", Some("app-2"), true).expect("dry plan");
+        assert!(p.details["restore.note"].contains("no image at"), "{:?}", p.details);
     }
 
     /// A runner standing in for criu: it writes a file into the `-D` directory and exits

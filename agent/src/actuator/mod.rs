@@ -478,6 +478,7 @@ impl Executor {
                 w,
                 image,
                 from_host.as_deref(),
+                env.dry_run,
             ),
             CommandSpec::Health | CommandSpec::Rollback { .. } => Err("not a planned command".into()),
         }
