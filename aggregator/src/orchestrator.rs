@@ -624,23 +624,59 @@ impl Orchestration {
         };
         let plan = self.scale_plan(set, delta, lb)?;
         let detail = json!({"request": "predictive_scale", "delta": delta, "recommendation": rec});
-        let report = self.execute(plan.clone(), req.dry_run, &req.reason, detail).await?;
-        // The set's size changes only when every instance joined (or left) the rotation;
-        // a rolled-back or failed action left the set as it was.
-        if report.status == ActionStatus::Succeeded
-            && let ActionPlan::Scale { instances, .. } = &plan
-        {
-            let mut serving = self.serving.lock().unwrap_or_else(PoisonError::into_inner);
-            let now = serving.entry(set.name.clone()).or_insert_with(|| configured_serving(set));
-            for i in instances {
-                let key = member_key(&i.host, &i.workload);
-                now.retain(|k| *k != key);
-                if delta > 0 {
-                    now.push(key);
-                }
+        self.execute(plan, req.dry_run, &req.reason, detail).await
+    }
+
+    /// Records who serves after a plan changed it: a scale adds or removes its instances, a
+    /// migration or standby promotion puts the target (standby) in the source's (primary's)
+    /// place, in every set that has both as members. Called once the change is in place
+    /// (the plan succeeded, or only a follow-up step after its commit point failed); a
+    /// rolled-back or failed plan left the sets as they were.
+    fn note_membership(&self, plan: &ActionPlan) {
+        let key = |host: &str, workload: &str| member_key(host, workload);
+        let (sets, out, inn): (Vec<&ResourceSetConfig>, Vec<String>, Vec<String>) = match plan {
+            ActionPlan::Scale { set, delta, instances, .. } => {
+                let keys: Vec<String> = instances.iter().map(|i| key(&i.host, &i.workload)).collect();
+                let sets = self.cfg.sets.iter().filter(|s| s.name == *set).collect();
+                if *delta > 0 { (sets, vec![], keys) } else { (sets, keys, vec![]) }
             }
+            ActionPlan::Migrate { source, target, .. } => (
+                self.sets_with(&[source, target]),
+                vec![key(&source.host, &source.workload)],
+                vec![key(&target.host, &target.workload)],
+            ),
+            ActionPlan::Promote { primary, standby, .. } => {
+                let (p, s) = (key(&primary.host, &primary.workload), key(&standby.host, &standby.workload));
+                let sets = self
+                    .cfg
+                    .sets
+                    .iter()
+                    .filter(|x| {
+                        let has = |k: &String| x.members.iter().any(|m| key(&m.host, &m.workload) == *k);
+                        has(&p) && has(&s)
+                    })
+                    .collect();
+                (sets, vec![p], vec![s])
+            }
+            _ => return,
+        };
+        let mut serving = self.serving.lock().unwrap_or_else(PoisonError::into_inner);
+        for set in sets {
+            let now = serving.entry(set.name.clone()).or_insert_with(|| configured_serving(set));
+            now.retain(|k| !out.contains(k) && !inn.contains(k));
+            now.extend(inn.iter().cloned());
         }
-        Ok(report)
+    }
+
+    /// The resource sets that have every one of `instances` as a member.
+    fn sets_with(&self, instances: &[&Instance]) -> Vec<&ResourceSetConfig> {
+        self.cfg
+            .sets
+            .iter()
+            .filter(|s| {
+                instances.iter().all(|i| s.members.iter().any(|m| m.host == i.host && m.workload == i.workload))
+            })
+            .collect()
     }
 
     /// The members of `set` serving now: after a scale action, those it left in the
@@ -741,7 +777,10 @@ impl Orchestration {
         })
         .await?;
         let r = self.exec.execute(action_id.clone(), plan.clone(), deadline_ms, dry_run).await;
-        let report = report_of(action_id.clone(), plan, dry_run, r);
+        let report = report_of(action_id.clone(), plan.clone(), dry_run, r);
+        if !dry_run && matches!(report.status, ActionStatus::Succeeded | ActionStatus::FollowUpFailed) {
+            self.note_membership(&plan);
+        }
         self.append(AuditEntry {
             action_id,
             kind: AuditKind::Outcome,

@@ -741,3 +741,39 @@ async fn flat_low_cpu_history_recommends_scaling_in_and_an_unknown_set_is_not_fo
     assert_eq!(e.code(), Code::NotFound, "{e:?}");
     srv.shutdown().await;
 }
+
+#[tokio::test]
+async fn scaling_follows_who_serves_after_a_migration() {
+    let srv = Server::start().await;
+    let (_a, _b, _lb) = fleet(&srv, succeed()).await;
+    let _s = Agent::connect(srv.channel().await, "s", &[("web", WEB)], succeed()).await;
+    let mut o = srv.orchestrator().await;
+    let scale =
+        |delta: i32| v1::PredictiveScaleRequest { set: "web".into(), delta, dry_run: true, ..Default::default() };
+    let host_of = |r: &v1::ActionResult| -> String {
+        let plan: Value = serde_json::from_str(&r.plan_json).unwrap();
+        plan["instances"][0]["host"].as_str().unwrap().to_owned()
+    };
+    // Before: a and b serve, the standby s is the only spare; b joined last.
+    assert_eq!(host_of(&o.predictive_scale(scale(1)).await.unwrap().into_inner()), "s");
+    assert_eq!(host_of(&o.predictive_scale(scale(-1)).await.unwrap().into_inner()), "b");
+    // Moving a's instance to s: s serves in a's place, a becomes the spare.
+    let r = o
+        .orchestrate_migration(v1::OrchestrateMigrationRequest {
+            workload: "web".into(),
+            source_host: "a".into(),
+            target_host: "s".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.status, v1::ActionStatus::Succeeded as i32, "{r:?}");
+    assert_eq!(host_of(&o.predictive_scale(scale(1)).await.unwrap().into_inner()), "a");
+    assert_eq!(host_of(&o.predictive_scale(scale(-1)).await.unwrap().into_inner()), "s");
+    // A dry run changes nothing: still two serving, a spare.
+    let e = o.predictive_scale(scale(2)).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "one spare (a): {e:?}");
+    assert!(e.message().contains("1 spare member"), "{e:?}");
+    srv.shutdown().await;
+}
