@@ -108,6 +108,17 @@ class Split(unittest.TestCase):
         self.assertEqual(c[("normal.periodic", "soak")], 5)
         self.assertFalse(any(a[r.key] in ("test", "heldout") for r in soak))
         self.assertTrue(split.is_soak(soak[0]))
+        # a second soak session never moves the first one's runs
+        later = [
+            data.Run(
+                key=f"soak2/{r.run_id}", dataset="soak2", run_id=r.run_id, family=r.family, variant=r.variant,
+                resource=r.resource, created_ms=0, start_ms=0, end_ms=1, failure=None, failure_times={},
+                limits=r.limits, params=r.params,
+            )
+            for r in soak
+        ]
+        b = split.assign_splits(rs + soak + later)
+        self.assertEqual({k: b[k] for k in a}, a)
         self.assertFalse(split.is_soak(rs[0]))
 
     def test_split_counts(self):

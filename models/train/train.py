@@ -47,7 +47,10 @@ FAILURE_TYPE = "memory_exhaustion"
 LAB_FAILURE = data.LAB_FAILURE[FAILURE_TYPE]
 HORIZONS = (30, 120, 600)
 MODEL_VERSION = "2026.11.1"
-ONNX_TOLERANCE = 1e-4
+# |ONNX - Python| allowed on held-out rows: the ONNX tree ensemble compares in float32, so a
+# value within float32 rounding of a split threshold can take the other branch (seen: 3.4e-4
+# on one row of the 10-min model); anything larger is a conversion error.
+ONNX_TOLERANCE = 1e-3
 
 # Scale-free inputs only: utilisation against the limit, time to exhaustion, memory
 # pressure (PSI) and limit-hit (failcnt) rates. Absolute bytes, the limit itself and the
@@ -547,7 +550,7 @@ def main(argv=None) -> int:
             "held-out families = every leak.accel run, every leak run with a 512 MiB limit and every normal.periodic run "
             "(never trained or calibrated on); the other runs per variant 50 % train / 25 % val (calibration and operating "
             "point) / 25 % test, by a seeded hash of the run id. Soak runs (33-min normal workloads, `run.py --soak`): "
-            "per variant 75 % to the soak split (false alarms per workload-day; never trained or calibrated on), the rest "
+            "per session and variant 75 % to the soak split (false alarms per workload-day; never trained or calibrated on), the rest "
             "half train, half val; soak runs of held-out variants all to the soak split."
         ),
         "counts": counts,

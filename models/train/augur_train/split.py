@@ -12,8 +12,9 @@ Always by run, never by time step: every row of a run lands in the run's split.
 
 Soak runs (``models/lab/run.py --soak``: long normal and must-not-alarm workloads,
 ``params.soak_s`` set) have a split of their own, ``soak``, which measures false alarms
-per workload-day and is never trained or calibrated on: per variant, 75 % of the runs
-(by the same seeded hash) go to ``soak``; the rest are cut half train, half validation,
+per workload-day and is never trained or calibrated on: per soak session and variant,
+75 % of the runs (by the same seeded hash) go to ``soak`` (a later session never moves an
+earlier one's runs); the rest are cut half train, half validation,
 so long normal runs also shape the models and their operating threshold. Soak runs of a
 held-out variant all go to ``soak`` (never trained on). This rule was fixed before the
 first soak recording was scored.
@@ -77,7 +78,7 @@ def assign_splits(runs, seed: int = SEED, fractions: dict = FRACTIONS) -> dict:
             if r.variant in HELDOUT_VARIANTS:
                 out[r.key] = "soak"
             else:
-                soak[r.variant].append(r.key)
+                soak[(r.dataset, r.variant)].append(r.key)
         elif heldout_reason(r):
             out[r.key] = "heldout"
         else:
@@ -96,8 +97,9 @@ def assign_splits(runs, seed: int = SEED, fractions: dict = FRACTIONS) -> dict:
             pos += sizes[name]
         for k in keys[pos:]:
             out[k] = "train"
-    for variant in sorted(soak):
-        keys = sorted(soak[variant], key=lambda k: _shuffle_key(seed, k))
+    # per session and variant, so that adding a soak session never moves an earlier one's runs
+    for stratum in sorted(soak):
+        keys = sorted(soak[stratum], key=lambda k: _shuffle_key(seed, k))
         n_test = min(len(keys), int(len(keys) * SOAK_TEST_SHARE + 0.5))
         for i, k in enumerate(keys):
             out[k] = "soak" if i < n_test else ("train" if (i - n_test) % 2 == 0 else "val")
