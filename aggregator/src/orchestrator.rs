@@ -275,7 +275,7 @@ impl Orchestration {
         store: Arc<dyn Store>,
         forecasts: Arc<ForecastState>,
     ) -> Self {
-        Orchestration {
+        let o = Orchestration {
             cfg,
             fleet,
             exec,
@@ -288,6 +288,41 @@ impl Orchestration {
             busy: Mutex::new(HashSet::new()),
             serving: Mutex::new(BTreeMap::new()),
             seq: AtomicU64::new(0),
+        };
+        o.restore_membership();
+        o
+    }
+
+    /// Who serves survives a restart: the operator plans whose change is in place are
+    /// replayed from the audit trail (their decision records hold the plan, their outcome
+    /// records the status), oldest first. An unreadable trail leaves the configured view.
+    fn restore_membership(&self) {
+        const MAX: usize = 100_000;
+        let read =
+            |kind| self.audit.query(&AuditQuery { kind: Some(kind), limit: MAX, newest: true, ..Default::default() });
+        let (outcomes, decisions) = match (read(AuditKind::Outcome), read(AuditKind::Decision)) {
+            (Ok(o), Ok(d)) => (o, d),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(error = %e, "audit trail unreadable: resource sets start from their configured members");
+                return;
+            }
+        };
+        let by_operator = |r: &AuditRecord| r.detail["by"] == "operator";
+        let plans: BTreeMap<&str, ActionPlan> = decisions
+            .iter()
+            .filter(|r| by_operator(r) && r.detail["dry_run"] == false)
+            .filter_map(|r| Some((r.action_id.as_str(), serde_json::from_value(r.detail["plan"].clone()).ok()?)))
+            .collect();
+        let mut replayed = 0;
+        for r in outcomes.iter().filter(|r| by_operator(r) && r.detail["phase"] == "executed") {
+            let in_place = matches!(r.detail["status"].as_str(), Some("succeeded" | "follow_up_failed"));
+            if let (true, Some(plan)) = (in_place, plans.get(r.action_id.as_str())) {
+                self.note_membership(plan);
+                replayed += 1;
+            }
+        }
+        if replayed > 0 {
+            tracing::info!(replayed, "resource set membership restored from the audit trail");
         }
     }
 

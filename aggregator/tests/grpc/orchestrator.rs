@@ -48,7 +48,11 @@ fn remediation() -> RemediationConfig {
 
 impl Server {
     async fn start() -> Server {
-        let dir = tempfile::tempdir().unwrap();
+        Server::start_in(tempfile::tempdir().unwrap()).await
+    }
+
+    /// An aggregator on the data in `dir` (e.g. one a previous server left).
+    async fn start_in(dir: tempfile::TempDir) -> Server {
         let cfg = AggregatorConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: dir.path().join("data"),
@@ -81,6 +85,13 @@ impl Server {
     async fn shutdown(mut self) {
         let _ = self.stop.take().unwrap().send(());
         self.task.await.unwrap().unwrap();
+    }
+
+    /// Stops the server and hands back its data directory.
+    async fn stop_keeping_data(mut self) -> tempfile::TempDir {
+        let _ = self.stop.take().unwrap().send(());
+        (&mut self.task).await.unwrap().unwrap();
+        self._dir
     }
 }
 
@@ -775,5 +786,43 @@ async fn scaling_follows_who_serves_after_a_migration() {
     let e = o.predictive_scale(scale(2)).await.unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition, "one spare (a): {e:?}");
     assert!(e.message().contains("1 spare member"), "{e:?}");
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn who_serves_after_a_scale_out_survives_an_aggregator_restart() {
+    let srv = Server::start().await;
+    let (_a, _b, _lb) = fleet(&srv, succeed()).await;
+    let _s = Agent::connect(srv.channel().await, "s", &[("web", WEB)], succeed()).await;
+    let mut o = srv.orchestrator().await;
+    let r = o
+        .predictive_scale(v1::PredictiveScaleRequest { set: "web".into(), delta: 1, ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.status, v1::ActionStatus::Succeeded as i32, "{r:?}");
+    let dir = srv.stop_keeping_data().await;
+
+    let srv = Server::start_in(dir).await;
+    let (_a, _b, _lb) = fleet(&srv, succeed()).await;
+    let _s = Agent::connect(srv.channel().await, "s", &[("web", WEB)], succeed()).await;
+    let mut o = srv.orchestrator().await;
+    let scale =
+        |delta: i32| v1::PredictiveScaleRequest { set: "web".into(), delta, dry_run: true, ..Default::default() };
+    // The restarted aggregator knows s serves (from the audit trail): scale-in removes it,
+    // and there is no spare left to scale out onto.
+    let r = o.predictive_scale(scale(-1)).await.unwrap().into_inner();
+    let plan: Value = serde_json::from_str(&r.plan_json).unwrap();
+    assert_eq!(plan["instances"][0]["host"], "s", "{plan}");
+    let e = o.predictive_scale(scale(1)).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("0 spare member"), "{e:?}");
+    let w = o
+        .scaling_recommendations(v1::ScalingRecommendationsRequest { set: "web".into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .recommendations;
+    assert_eq!(w[0].current, 3, "{w:?}");
     srv.shutdown().await;
 }
