@@ -512,7 +512,8 @@ def main(argv=None) -> int:
         (
             f"False alarms per workload-day are judged on the soak split: {counts['soak']['runs']} soak runs "
             f"({soak_hours:.1f} workload-hours) of normal and must-not-alarm workloads (steady, bursty, periodic, GC "
-            "sawtooth, cache plateau, page cache) lasting 33 min each, never trained or calibrated on. The other lab "
+            "sawtooth, cache plateau, page cache) lasting 33 min each, never trained or calibrated on (per session in the "
+            "rows `soak_runs/<session>`; models/lab/README.md says which session's figure served development). The other lab "
             "runs last minutes: their normal runs add up to a few workload-hours per split, so one false alarm there "
             "is 10-30 per workload-day; the counts are given next to every rate."
             if counts["soak"]["runs"]
