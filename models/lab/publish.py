@@ -53,8 +53,9 @@ def rewrite_recording(rec: augrec.Recording, roots: set[str]) -> augrec.Recordin
 
 
 def machine_paths(text: str) -> list[str]:
-    home = os.environ.get("HOME", "/root")
-    return [p for p in {home, "/root/", "/home/", "/work/", "/tmp/"} if p and p in text]
+    """This machine's home and checkout directories, where they occur in `text`."""
+    here = [os.environ.get("HOME", ""), str(Path.home()), str(HERE.parents[1])]
+    return sorted({p for p in here if len(p) > 1 and p in text})
 
 
 def main(argv=None) -> int:
