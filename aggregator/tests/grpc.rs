@@ -115,7 +115,16 @@ impl Agent {
     }
 
     async fn send(&mut self, m: AgentMessage) -> Result<v1::Ack, Status> {
-        self.tx.send(m).await.map_err(|_| Status::cancelled("closed"))?;
+        // The server may already have ended the call (e.g. a newer session replaced this
+        // one): then the request side is closed and the status waits in the response.
+        let sent = self.tx.send(m).await.is_ok();
+        if !sent {
+            return match tokio::time::timeout(Duration::from_secs(10), self.rx.message()).await.expect("status in time")
+            {
+                Err(status) => Err(status),
+                Ok(other) => Err(Status::cancelled(format!("request stream closed; response: {other:?}"))),
+            };
+        }
         match tokio::time::timeout(Duration::from_secs(10), self.rx.message()).await.expect("answer in time")? {
             Some(AggregatorMessage { msg: Some(AggMsg::Ack(a)) }) => Ok(a),
             other => panic!("expected Ack, got {other:?}"),
