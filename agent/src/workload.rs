@@ -195,7 +195,7 @@ pub struct TemplateConfig {
 
 /// `[workload.limits]`: caps checked before any change.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
     /// Largest memory.max / memory.high a resize may set; 0 means no cap.
     #[serde(with = "units::bytes")]

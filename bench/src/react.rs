@@ -931,7 +931,9 @@ mod tests {
         assert_eq!(r.policies.len(), 1);
         let p = &r.policies[0];
         assert_eq!(p.mode, augur_aggregator::remediate::policy::Mode::Auto);
-        assert!((p.threshold - 0.86).abs() < 1e-12 && p.threshold_min < p.threshold && p.threshold < p.threshold_max);
+        assert!(
+            (p.threshold - 0.86).abs() < 1e-12 && p.threshold_min() < p.threshold && p.threshold < p.threshold_max()
+        );
     }
 
     #[test]

@@ -607,8 +607,9 @@ impl PredictionEngine {
             }
         }
         if scope.is_none() {
+            // Only kinds some model scores: a host without such resources costs no early pass.
             let mut by_host: HashMap<String, Vec<String>> = HashMap::new();
-            for m in matrices.values() {
+            for (_, m) in matrices.iter().filter(|(k, _)| models.iter().any(|s| s.resource_kind == **k)) {
                 for row in &m.rows {
                     by_host.entry(host_of(&row.resource).to_owned()).or_default().push(row.resource.clone());
                 }

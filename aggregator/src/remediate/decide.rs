@@ -454,7 +454,7 @@ impl Remediator {
     fn threshold_ref(&self, p: &PolicyConfig, kind: ResourceKind, failure_type: &str, owner: &str) -> ThresholdRef {
         ThresholdRef {
             key: ThresholdKey::new(kind.as_str(), failure_type, owner),
-            bounds: Bounds { start: p.threshold, min: p.threshold_min, max: p.threshold_max },
+            bounds: Bounds { start: p.threshold, min: p.threshold_min(), max: p.threshold_max() },
         }
     }
 
@@ -1547,8 +1547,8 @@ mod tests {
             set: None,
             mode,
             threshold: 0.8,
-            threshold_min: 0.6,
-            threshold_max: 0.95,
+            threshold_min: Some(0.6),
+            threshold_max: Some(0.95),
             actions: vec![ActionKind::ResizeMemory],
             memory_step: 32 << 20,
             memory_cap: 1 << 30,

@@ -13,9 +13,9 @@
 //! - [`workflow`]: multi-step, multi-host action plans with per-step timeouts and rollback.
 
 pub mod audit;
-pub mod dispatch;
 pub mod bandit;
 pub mod decide;
+pub mod dispatch;
 pub mod outcome;
 pub mod placement;
 pub mod policy;

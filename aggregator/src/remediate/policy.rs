@@ -258,9 +258,12 @@ pub struct PolicyConfig {
     pub mode: Mode,
     /// Starting decision threshold on P(failure within the model's horizon)…
     pub threshold: f64,
-    /// …which adapts to misses and false positives within these bounds.
-    pub threshold_min: f64,
-    pub threshold_max: f64,
+    /// …which adapts to misses and false positives within these bounds (absent: it stays
+    /// at `threshold` on that side).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold_min: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold_max: Option<f64>,
     /// Allowed actions in preference order (empty: the knowledge base's list).
     #[serde(default)]
     pub actions: Vec<ActionKind>,
@@ -279,6 +282,18 @@ pub struct PolicyConfig {
     /// …and at most raises the allowance to this many cores.
     #[serde(default = "default_cpu_cap")]
     pub cpu_cap: f64,
+}
+
+impl PolicyConfig {
+    /// Lowest the adaptive threshold may go (`threshold` when not configured).
+    pub fn threshold_min(&self) -> f64 {
+        self.threshold_min.unwrap_or(self.threshold)
+    }
+
+    /// Highest the adaptive threshold may go (`threshold` when not configured).
+    pub fn threshold_max(&self) -> f64 {
+        self.threshold_max.unwrap_or(self.threshold)
+    }
 }
 
 fn default_memory_step() -> u64 {
@@ -446,13 +461,15 @@ impl RemediationConfig {
                 return bad(format!("policies.{n}: unknown set {set:?}"));
             }
             let in01 = |v: f64| v > 0.0 && v < 1.0;
-            if !(in01(p.threshold_min) && in01(p.threshold_max) && in01(p.threshold)) {
+            if !(in01(p.threshold_min()) && in01(p.threshold_max()) && in01(p.threshold)) {
                 return bad(format!("policies.{n}: threshold, threshold_min and threshold_max must be in (0, 1)"));
             }
-            if !(p.threshold_min <= p.threshold && p.threshold <= p.threshold_max) {
+            if !(p.threshold_min() <= p.threshold && p.threshold <= p.threshold_max()) {
                 return bad(format!(
                     "policies.{n}: threshold {} must lie within [threshold_min {}, threshold_max {}]",
-                    p.threshold, p.threshold_min, p.threshold_max
+                    p.threshold,
+                    p.threshold_min(),
+                    p.threshold_max()
                 ));
             }
             if p.memory_step == 0 || p.memory_cap == 0 || p.memory_cap > augur_core::command::MAX_MEMORY_BYTES {
@@ -530,6 +547,18 @@ pub struct Subject<'a> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_policy_without_bounds_keeps_its_threshold_fixed() {
+        let p: PolicyConfig = toml::from_str(
+            "name = \"m\"\nfailure_type = \"memory_exhaustion\"\nmode = \"dry_run\"\nthreshold = 0.86\n",
+        )
+        .expect("a minimal policy parses");
+        assert_eq!((p.threshold_min(), p.threshold_max()), (0.86, 0.86));
+        let q: PolicyConfig =
+            toml::from_str("name = \"m\"\nthreshold = 0.86\nthreshold_min = 0.6\n").expect("one bound parses");
+        assert_eq!((q.threshold_min(), q.threshold_max()), (0.6, 0.86));
+    }
+
     fn policy(name: &str) -> PolicyConfig {
         PolicyConfig {
             name: name.into(),
@@ -539,8 +568,8 @@ mod tests {
             set: None,
             mode: Mode::Auto,
             threshold: 0.8,
-            threshold_min: 0.6,
-            threshold_max: 0.95,
+            threshold_min: Some(0.6),
+            threshold_max: Some(0.95),
             actions: Vec::new(),
             memory_step: default_memory_step(),
             memory_cap: default_memory_cap(),
@@ -609,7 +638,7 @@ mod tests {
             (|c| c.safety.halt_share = 0.0, "halt_share must be in (0, 1]"),
             (|c| c.safety.halt_share = 1.5, "halt_share must be in (0, 1]"),
             (|c| c.policies[0].threshold = 0.5, "must lie within [threshold_min"),
-            (|c| c.policies[0].threshold_max = 1.0, "must be in (0, 1)"),
+            (|c| c.policies[0].threshold_max = Some(1.0), "must be in (0, 1)"),
             (|c| c.policies[0].resource_kind = Some("vm".into()), "unknown resource_kind"),
             (|c| c.policies[0].set = Some("nope".into()), "unknown set"),
             (|c| c.policies[0].safety_factor = 0.5, "safety_factor"),
