@@ -325,8 +325,6 @@ fn aggregator_config(models: &Path, threshold: f64) -> String {
          failure_type = \"memory_exhaustion\"\n\
          mode = \"auto\"\n\
          threshold = {threshold}\n\
-         threshold_min = {}\n\
-         threshold_max = {}\n\
          actions = [\"resize_memory\"]\n",
         s.max_concurrent,
         s.max_concurrent_per_set,
@@ -334,8 +332,6 @@ fn aggregator_config(models: &Path, threshold: f64) -> String {
         s.halt_share,
         s.halt_min_failing,
         s.action_deadline.as_secs(),
-        (threshold - 0.2).max(0.01),
-        (threshold + 0.1).min(0.99),
         models = models.display().to_string(),
     )
 }
@@ -932,8 +928,14 @@ mod tests {
         let p = &r.policies[0];
         assert_eq!(p.mode, augur_aggregator::remediate::policy::Mode::Auto);
         assert!(
-            (p.threshold - 0.86).abs() < 1e-12 && p.threshold_min() < p.threshold && p.threshold < p.threshold_max()
+            (p.threshold - 0.86).abs() < 1e-12 && p.threshold_min() == p.threshold && p.threshold == p.threshold_max()
         );
+        // Operating thresholds close to 1 (the shipped 2-min model decides at 0.991) load too.
+        for t in [0.5, 0.991, 0.9999] {
+            fs::write(&path, aggregator_config(Path::new("/nonexistent/manifest.toml"), t)).expect("write");
+            let cfg = augur_aggregator::config::AggregatorConfig::load(&path).expect("loads");
+            assert_eq!(cfg.remediation.policies[0].threshold, t);
+        }
     }
 
     #[test]
