@@ -22,8 +22,14 @@
 //! like an agent that applied it (SUCCEEDED, `previous.memory_max`), and from then on
 //! reports the new limit with usage back at the steady level. Before any trial a
 //! preflight runs the same samples through the aggregator's feature and prediction
-//! engines in-process with the same models, and picks the smallest jump that crosses the
-//! threshold from below (so the crossing sample is the one measured, whatever the models).
+//! engines in-process with the same models, at several phases of the feature windows'
+//! time buckets, and picks the smallest jump that crosses the threshold from below at
+//! some phase. Where the jumped sample lands in the buckets changes what it does to the
+//! windows, so in some trials the first sample at the new level does not cross and a
+//! later one (same level, a second later) does: the crossing sample is then the last one
+//! the host sent before the engine pass that raised the event, and the interval starts
+//! there (`crossed_on_a_later_sample` counts such trials). Trials with no crossing within
+//! 10 s are reported as `missed`, not timed.
 //!
 //! A subscriber on `Predictions.Subscribe` sees each trial's RAISED event, whose time is
 //! when the engine's pass over the fresh data started: this splits the total into the
@@ -163,8 +169,9 @@ impl Workload {
 
 /// The 12 container series' values at `t_s` seconds after the bench's time origin.
 fn values(w: &Workload, t_s: f64) -> [f64; 12] {
-    // Usage never exceeds the limit (the kernel reclaims or OOM-kills first).
-    let usage = (w.usage * (1.0 + 0.004 * (t_s / 7.0).sin())).min(w.limit);
+    // Usage never exceeds the limit (the kernel reclaims or OOM-kills first); a workload
+    // driven to its limit sits at it, without the small wobble of a steady one.
+    let usage = if w.usage >= w.limit { w.limit } else { (w.usage * (1.0 + 0.004 * (t_s / 7.0).sin())).min(w.limit) };
     [usage, usage * 0.9, w.limit, t_s * 0.05, 1.0, t_s * 10.0, 0.0, 8.0, 512.0, t_s * 1e-4, t_s * 1e-3, 0.0]
 }
 
@@ -184,9 +191,11 @@ struct Preflight {
     /// The model whose probability decides, and its threshold.
     model: String,
     threshold: f64,
-    /// Jump (share of the limit) that crosses it, and P before and after.
+    /// Jump (share of the limit) that crosses it, P before, and P after (lowest and highest
+    /// over the phases tried).
     jump: f64,
     p_before: f64,
+    p_after_min: f64,
     p_after: f64,
     /// Seconds after the resize until P fell below the threshold again (None: not in 2 min).
     recovery_s: Option<i64>,
@@ -214,18 +223,33 @@ fn preflight(manifest: &Path) -> anyhow::Result<Preflight> {
     let threshold = decider.operating_threshold.unwrap_or(engine_cfg.raise_threshold);
     let mut tried = Vec::new();
     for jump in JUMPS {
-        let (p_before, p_after, recovery_s) = crossing(handle.scorer.clone(), &fcfg, jump, threshold)?;
-        tried.push(format!("{jump}: {p_before:.3} -> {p_after:.3}"));
+        // Windows are time buckets, so what one sample does to the features depends on where
+        // it lands in them (and on the steady wobble): try a jump at several phases. P after
+        // the jump is reported as its range; a trial whose first sample at the jump level does
+        // not cross is timed from the later sample that does (see TrialTimes).
+        let (mut p_before, mut p_min, mut p_max, mut recovery_s) = (0.0_f64, 1.0_f64, 0.0_f64, Some(0_i64));
+        for phase_s in (0..44).step_by(4) {
+            let (b, a, r) = crossing(handle.scorer.clone(), &fcfg, jump, threshold, phase_s)?;
+            p_before = p_before.max(b);
+            p_min = p_min.min(a);
+            p_max = p_max.max(a);
+            recovery_s = match (recovery_s, r) {
+                (Some(x), Some(y)) => Some(x.max(y)),
+                _ => None,
+            };
+        }
+        tried.push(format!("{jump}: {p_before:.3} -> {p_min:.3}..{p_max:.3}"));
         if p_before >= threshold {
             bail!("the steady workload already predicts failure (P {p_before:.3} >= {threshold:.3})");
         }
-        if p_after >= threshold {
+        if p_max >= threshold {
             return Ok(Preflight {
                 model: format!("{} {}", decider.name, decider.version),
                 threshold,
                 jump,
                 p_before,
-                p_after,
+                p_after_min: p_min,
+                p_after: p_max,
                 recovery_s,
             });
         }
@@ -243,6 +267,7 @@ fn crossing(
     fcfg: &FeatureConfig,
     jump: f64,
     threshold: f64,
+    phase_s: i64,
 ) -> anyhow::Result<(f64, f64, Option<i64>)> {
     let features = Arc::new(FeatureEngine::new(fcfg.clone()));
     let engine = PredictionEngine::new(PredictConfig::default(), features.clone(), scorer);
@@ -263,7 +288,7 @@ fn crossing(
     let resource = format!("preflight/{CGROUP_PREFIX}/w");
     let t0 = now_ms() - 3_600_000;
     let feed = |w: &Workload, ts: i64| {
-        let v = values(w, (ts - t0) as f64 / 1000.0);
+        let v = values(w, (ts - t0) as f64 / 1000.0 + phase_s as f64);
         let pts: Vec<(SeriesId, i64, f64)> = v.iter().enumerate().map(|(i, x)| (i as SeriesId + 1, ts, *x)).collect();
         features.observe(&pts, &meta);
     };
@@ -367,15 +392,20 @@ fn start_aggregator(bin_dir: &Path, work: &Path, config: &str) -> anyhow::Result
 }
 
 /// One trial's timestamps.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct TrialTimes {
-    /// Wall clock (Unix ms, fractional) just before the crossing batch was sent.
-    sent_wall_ms: f64,
-    /// Crossing batch sent -> command read, by the monotonic clock.
-    latency_ms: f64,
+    /// Wall clock (Unix ms, fractional) just before each batch since the jump was sent
+    /// (the first is the jump; the workload stays at that level until resized).
+    sent_wall_ms: Vec<f64>,
+    /// Each of those batches sent -> command read, by the monotonic clock.
+    latency_ms: Vec<f64>,
     /// Wall clock when the command was read.
     received_wall_ms: f64,
 }
+
+/// The trial a host task is timing: its workload, each batch sent since the jump (monotonic
+/// and wall clock), and where to report.
+type PendingTrial = (usize, Vec<(Instant, f64)>, oneshot::Sender<TrialTimes>);
 
 /// A request to a host task: make `workload`'s next sample the crossing one.
 struct TrialRequest {
@@ -542,7 +572,7 @@ async fn run_host(
     }
     let _ = ready.send(());
     let mut next = tokio::time::Instant::now() + phase;
-    let mut pending: Option<(usize, Instant, f64, oneshot::Sender<TrialTimes>)> = None;
+    let mut pending: Option<PendingTrial> = None;
     let mut armed: Option<TrialRequest> = None;
     loop {
         tokio::select! {
@@ -565,16 +595,19 @@ async fn run_host(
                                     tx.send(report_msg(&cmd, CommandStatus::Refused, "unknown workload", HashMap::new())).await?;
                                     continue;
                                 };
-                                if let Some((w, sent, sent_wall, done)) = pending.take() {
+                                if let Some((w, sends, done)) = pending.take() {
                                     if w == i {
                                         let times = TrialTimes {
-                                            sent_wall_ms: sent_wall,
-                                            latency_ms: at.duration_since(sent).as_secs_f64() * 1000.0,
+                                            sent_wall_ms: sends.iter().map(|s| s.1).collect(),
+                                            latency_ms: sends
+                                                .iter()
+                                                .map(|s| at.duration_since(s.0).as_secs_f64() * 1000.0)
+                                                .collect(),
                                             received_wall_ms: at_wall,
                                         };
                                         let _ = done.send(times);
                                     } else {
-                                        pending = Some((w, sent, sent_wall, done));
+                                        pending = Some((w, sends, done));
                                     }
                                 }
                                 let previous = sim.workloads[i].limit;
@@ -615,14 +648,24 @@ async fn run_host(
                     let batch = sim.batch(&[ts]);
                     let (sent, sent_wall) = (Instant::now(), wall_ms());
                     tx.send(batch).await.context("sending the crossing batch")?;
-                    pending = Some((r.workload, sent, sent_wall, r.done));
+                    pending = Some((r.workload, vec![(sent, sent_wall)], r.done));
                 } else {
                     let batch = sim.batch(&[ts]);
+                    let (sent, sent_wall) = (Instant::now(), wall_ms());
                     tx.send(batch).await.context("sending a batch")?;
+                    if let Some((_, sends, _)) = pending.as_mut() {
+                        sends.push((sent, sent_wall));
+                    }
                 }
             }
         }
     }
+}
+
+/// Index of the last sample sent (wall ms) at or before `pass_ms`, the start of the engine
+/// pass that raised the event (1 ms of clock slack); 0 when none was.
+fn crossing_sample(sent_wall_ms: &[f64], pass_ms: f64) -> usize {
+    sent_wall_ms.iter().rposition(|&t| t <= pass_ms + 1.0).unwrap_or(0)
 }
 
 async fn channel(url: &str) -> anyhow::Result<tonic::transport::Channel> {
@@ -666,12 +709,13 @@ pub fn run(cfg: &ReactConfig) -> anyhow::Result<Report> {
     let models = fs::canonicalize(&cfg.models).with_context(|| format!("model manifest {}", cfg.models.display()))?;
     let pf = preflight(&models)?;
     eprintln!(
-        "react: {} decides at {:.3}; a jump to {:.1}% of the limit crosses it (P {:.3} -> {:.3}); after the \
-         resize P is back under it in {}",
+        "react: {} decides at {:.3}; a jump to {:.1}% of the limit crosses it (P {:.3} -> {:.3}..{:.3} over \
+         bucket phases); after the resize P is back under it in {}",
         pf.model,
         pf.threshold,
         pf.jump * 100.0,
         pf.p_before,
+        pf.p_after_min,
         pf.p_after,
         pf.recovery_s.map_or("more than 120 s".into(), |s| format!("{s} s"))
     );
@@ -697,7 +741,37 @@ pub fn run(cfg: &ReactConfig) -> anyhow::Result<Report> {
             return Err(e);
         }
     };
-    let total: Vec<f64> = times.iter().map(|(_, t)| t.latency_ms).collect();
+    // The crossing sample of a trial is the last one its host sent before the engine pass
+    // that raised the event began (the first jumped sample may land where the windows do not
+    // yet cross; the next one, at the same level, may). Without a raised event the time is
+    // taken from the first jumped sample.
+    let mut total = Vec::new();
+    let (mut to_pass, mut pass_to_event, mut pass_to_command) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut without_event, mut crossed_later) = (0usize, 0usize);
+    let mut slowest: Vec<(f64, &str, [f64; 3])> = Vec::new();
+    for (resource, t) in &times {
+        let mut stages = [f64::NAN; 3];
+        let first = t.sent_wall_ms.first().copied().unwrap_or(f64::NAN);
+        let k = match raised.get(resource) {
+            Some(&(ev_ms, ev_wall)) if (ev_ms as f64) >= first - 1.0 && ev_wall <= t.received_wall_ms + 50.0 => {
+                let k = crossing_sample(&t.sent_wall_ms, ev_ms as f64);
+                let sent = t.sent_wall_ms[k];
+                stages = [ev_ms as f64 - sent, ev_wall - ev_ms as f64, t.received_wall_ms - ev_ms as f64];
+                to_pass.push(stages[0]);
+                pass_to_event.push(stages[1]);
+                pass_to_command.push(stages[2]);
+                k
+            }
+            _ => {
+                without_event += 1;
+                0
+            }
+        };
+        crossed_later += usize::from(k > 0);
+        let latency = t.latency_ms.get(k).copied().unwrap_or(f64::NAN);
+        total.push(latency);
+        slowest.push((latency, resource, stages));
+    }
     let Some(s) = summarize(&total) else {
         let log = fs::read_to_string(work.path().join("aggregator.log")).unwrap_or_default();
         let tail: Vec<&str> = log.lines().rev().take(20).collect();
@@ -707,25 +781,6 @@ pub fn run(cfg: &ReactConfig) -> anyhow::Result<Report> {
             cfg.trials
         );
     };
-    // Stage split from the RAISED events (their time is when the engine's pass began).
-    let (mut to_pass, mut pass_to_event, mut pass_to_command) = (Vec::new(), Vec::new(), Vec::new());
-    let mut without_event = 0usize;
-    let mut slowest: Vec<(f64, &str, [f64; 3])> = Vec::new();
-    for (resource, t) in &times {
-        let mut stages = [f64::NAN; 3];
-        match raised.get(resource) {
-            Some(&(ev_ms, ev_wall))
-                if (ev_ms as f64) >= t.sent_wall_ms - 1.0 && ev_wall <= t.received_wall_ms + 50.0 =>
-            {
-                stages = [ev_ms as f64 - t.sent_wall_ms, ev_wall - ev_ms as f64, t.received_wall_ms - ev_ms as f64];
-                to_pass.push(stages[0]);
-                pass_to_event.push(stages[1]);
-                pass_to_command.push(stages[2]);
-            }
-            _ => without_event += 1,
-        }
-        slowest.push((t.latency_ms, resource, stages));
-    }
     slowest.sort_by(|a, b| b.0.total_cmp(&a.0));
     for (total, resource, [a, b, c]) in slowest.iter().take(5) {
         eprintln!(
@@ -764,6 +819,7 @@ pub fn run(cfg: &ReactConfig) -> anyhow::Result<Report> {
         .with("mean_ms", round(s.mean, 2))
         .with("trials", cfg.trials)
         .with("missed", missed)
+        .with("crossed_on_a_later_sample", crossed_later)
         .with("sample_to_pass_p50_ms", med(&to_pass))
         .with("sample_to_pass_p99_ms", p99(&to_pass))
         .with("pass_to_event_p50_ms", med(&pass_to_event))
@@ -775,6 +831,7 @@ pub fn run(cfg: &ReactConfig) -> anyhow::Result<Report> {
         .with("workloads", cfg.hosts * cfg.trials.div_ceil(cfg.hosts))
         .with("model", pf.model)
         .with("threshold", round(pf.threshold, 4))
+        .with("p_after_min", round(pf.p_after_min, 4))
         .with("p_before", round(pf.p_before, 4))
         .with("p_after", round(pf.p_after, 4))
         .with("jump_share_of_limit", pf.jump)
@@ -939,10 +996,24 @@ mod tests {
     }
 
     #[test]
+    fn the_crossing_sample_is_the_last_one_sent_before_the_raising_pass() {
+        let sent = [1000.0, 2000.0, 3000.0];
+        assert_eq!(crossing_sample(&sent, 1004.0), 0);
+        assert_eq!(crossing_sample(&sent, 2003.5), 1);
+        assert_eq!(crossing_sample(&sent, 2000.5), 1, "1 ms of slack between clocks");
+        assert_eq!(crossing_sample(&sent, 9000.0), 2);
+        assert_eq!(crossing_sample(&sent, 10.0), 0, "a pass before any send counts from the first");
+    }
+
+    #[test]
     fn the_crossing_sample_changes_only_usage() {
         let steady = values(&Workload::steady(), 100.0);
         let jumped = values(&Workload { usage: 0.98 * LIMIT, ..Workload::steady() }, 100.0);
         assert!(steady[0] < 0.51 * LIMIT && jumped[0] > 0.97 * LIMIT);
+        // Driven to its limit, a workload reports the limit at every phase of the wobble.
+        for t in 0..44 {
+            assert_eq!(values(&Workload { usage: LIMIT, ..Workload::steady() }, f64::from(t))[0], LIMIT);
+        }
         assert_eq!(steady[2], jumped[2], "same limit");
         assert_eq!(steady[3..], jumped[3..], "counters and the rest follow time only");
     }
