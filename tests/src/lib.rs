@@ -115,6 +115,31 @@ impl Drop for Proc {
     }
 }
 
+/// `augurctl --aggregator URL --json ARGS`: Ok(its JSON) on exit 0; otherwise Err with the
+/// JSON answer it printed (a failed action's report), or else its stderr.
+pub fn augurctl_json(url: &str, args: &[&str]) -> Result<serde_json::Value, String> {
+    let out = std::process::Command::new(bin("augurctl"))
+        .args(["--aggregator", url, "--json"])
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run augurctl: {e}"))?;
+    let json = serde_json::from_slice::<serde_json::Value>(&out.stdout);
+    match (out.status.success(), json) {
+        (true, Ok(v)) => Ok(v),
+        (true, Err(e)) => Err(format!("bad JSON from augurctl {args:?}: {e}")),
+        (false, Ok(v)) => Err(v.to_string()),
+        (false, Err(_)) => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
+    }
+}
+
+/// Waits until `n` agents are connected to the aggregator at `url` (`augurctl hosts`).
+pub fn wait_for_connected_agents(url: &str, n: usize, timeout: std::time::Duration) {
+    wait_for(&format!("{n} agents connected"), timeout, || {
+        let hosts = augurctl_json(url, &["hosts"]).ok()?;
+        (hosts.as_array()?.iter().filter(|h| h["connected"] == true).count() == n).then_some(())
+    });
+}
+
 /// Polls `f` every 200 ms until it returns Some or `timeout` passes (then panics with `what`).
 pub fn wait_for<T>(what: &str, timeout: std::time::Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = std::time::Instant::now() + timeout;

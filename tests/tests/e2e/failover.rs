@@ -22,14 +22,14 @@
 //! the same steps and changes nothing) fails over under load with 0 failed requests.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+use augur_tests::augurctl_json as ctl;
 use augur_tests::netns::{
     self, AppInstance, BackendServer, Haproxy, NetLab, Wrk, WrkOptions, haproxy_workload_toml, start_agent,
     start_aggregator,
 };
-use augur_tests::{CgroupFs, TestCgroup, bin, is_root, repo_root, skip, wait_for};
+use augur_tests::{CgroupFs, TestCgroup, is_root, repo_root, skip, wait_for, wait_for_connected_agents};
 use serde_json::Value;
 
 const TEST: &str = "predicted_memory_exhaustion_fails_over_to_the_standby_without_a_failed_request";
@@ -53,18 +53,6 @@ fn oom_kills(fs: &CgroupFs, cg: &TestCgroup) -> u64 {
         .lines()
         .find_map(|l| l.strip_prefix("oom_kill ").and_then(|v| v.trim().parse().ok()))
         .unwrap_or(0)
-}
-
-fn ctl(url: &str, args: &[&str]) -> Result<Value, String> {
-    let out = Command::new(bin("augurctl"))
-        .args(["--aggregator", url, "--json"])
-        .args(args)
-        .output()
-        .map_err(|e| e.to_string())?;
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-    }
-    serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
 }
 
 fn tail(dir: &Path, name: &str, n: usize) -> String {
@@ -126,10 +114,7 @@ impl Stack {
         wait_for("a UP in HAProxy", Duration::from_secs(15), || {
             (st.hap.servers().ok()?["a"].status == "UP").then_some(())
         });
-        wait_for("three agents connected", Duration::from_secs(30), || {
-            let h = ctl(&st.url, &["hosts"]).ok()?;
-            (h.as_array()?.iter().filter(|h| h["connected"] == true).count() == 3).then_some(())
-        });
+        wait_for_connected_agents(&st.url, 3, Duration::from_secs(30));
         st
     }
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use augur_tests::{CgroupFs, Proc, TestCgroup, bin, free_port, is_root, skip, wait_for};
+use augur_tests::{CgroupFs, Proc, TestCgroup, augurctl_json, bin, free_port, is_root, skip, wait_for};
 use serde_json::Value;
 
 struct Stack {
@@ -57,15 +57,7 @@ impl Stack {
     }
 
     fn ctl(&self, args: &[&str]) -> Result<Value, String> {
-        let out = Command::new(bin("augurctl"))
-            .args(["--aggregator", &self.url(), "--json"])
-            .args(args)
-            .output()
-            .map_err(|e| e.to_string())?;
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-        }
-        serde_json::from_slice(&out.stdout).map_err(|e| format!("bad JSON from augurctl {args:?}: {e}"))
+        augurctl_json(&self.url(), args)
     }
 
     fn agent_status(&self) -> Value {

@@ -20,14 +20,13 @@
 //! 30 minutes of history through the real ingest path into a real store.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use augur_tests::netns::{
     self, AppInstance, BackendServer, Haproxy, NetHost, NetLab, Wrk, WrkOptions, haproxy_workload_toml, start_agent,
     start_aggregator,
 };
-use augur_tests::{CgroupFs, Proc, TestCgroup, bin, is_root, skip, wait_for};
+use augur_tests::{CgroupFs, Proc, TestCgroup, augurctl_json, is_root, skip, wait_for, wait_for_connected_agents};
 use serde_json::Value;
 
 fn app_bin() -> &'static Path {
@@ -92,11 +91,7 @@ impl Stack {
         procs.extend(agents);
         let st = Stack { dir, url, a, b, hap, _procs: procs, cg, _lab: lab };
         wait_for("a UP in HAProxy", Duration::from_secs(15), || (st.server("a").status == "UP").then_some(()));
-        wait_for("three agents connected with their workloads", Duration::from_secs(30), || {
-            let hosts = st.ctl(&["hosts"]).ok()?;
-            let n = hosts.as_array()?.iter().filter(|h| h["connected"] == true).count();
-            (n == 3).then_some(())
-        });
+        wait_for_connected_agents(&st.url, 3, Duration::from_secs(30));
         st
     }
 
@@ -104,19 +99,9 @@ impl Stack {
         self.hap.servers().expect("show stat").remove(name).expect("server in backend")
     }
 
-    /// augurctl --json ARGS: Ok(JSON) on exit 0, Err((JSON or stderr)) otherwise.
+    /// augurctl --json ARGS against this stack's aggregator.
     fn ctl(&self, args: &[&str]) -> Result<Value, String> {
-        let out = Command::new(bin("augurctl"))
-            .args(["--aggregator", &self.url, "--json"])
-            .args(args)
-            .output()
-            .map_err(|e| e.to_string())?;
-        let json = serde_json::from_slice::<Value>(&out.stdout).ok();
-        match (out.status.success(), json) {
-            (true, Some(v)) => Ok(v),
-            (_, Some(v)) => Err(v.to_string()),
-            (_, None) => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
-        }
+        augurctl_json(&self.url, args)
     }
 
     /// The set's size as the aggregator counts it (`current` of its recommendation).
