@@ -878,15 +878,7 @@ impl Remediator {
                 "restart releases what the workload holds".into(),
             )),
             ActionKind::PromoteStandby => {
-                let set = set.ok_or("the workload is in no resource set")?;
-                let lb = set.lb.as_ref().ok_or_else(|| format!("set {} has no load balancer", set.name))?;
-                let me = set
-                    .members
-                    .iter()
-                    .find(|m| m.host == w.host && m.workload == w.name)
-                    .expect("set_of found this member");
-                let primary_server =
-                    me.server.clone().ok_or_else(|| format!("{}/{} has no server name", w.host, w.name))?;
+                let (set, lb, primary_server) = behind_load_balancer(set, w)?;
                 let standby = set
                     .members
                     .iter()
@@ -914,18 +906,10 @@ impl Remediator {
                 ))
             }
             ActionKind::Migrate => {
-                let set = set.ok_or("the workload is in no resource set")?;
+                let (set, lb, source_server) = behind_load_balancer(set, w)?;
                 if !set.stateless || !w.stateless {
                     return Err("only stateless workloads migrate".into());
                 }
-                let lb = set.lb.as_ref().ok_or_else(|| format!("set {} has no load balancer", set.name))?;
-                let me = set
-                    .members
-                    .iter()
-                    .find(|m| m.host == w.host && m.workload == w.name)
-                    .expect("set_of found this member");
-                let source_server =
-                    me.server.clone().ok_or_else(|| format!("{}/{} has no server name", w.host, w.name))?;
                 // Predicted demand: the memory it will use over the horizon.
                 let usage = f("mem_usage_last");
                 let slope = finite_or(f("mem_usage_30s_slope"), 0.0).max(0.0);
@@ -1333,6 +1317,23 @@ fn log_considered(ev: &Event, got: &Considered) {
 /// Spawns on the current runtime (the decision loop always runs inside one).
 fn tokio_spawn(f: impl std::future::Future<Output = ()> + Send + 'static) {
     tokio::spawn(f);
+}
+
+/// The resource set of `w`, its load balancer, and `w`'s server name in it: what traffic
+/// plans (promotion, migration) need.
+fn behind_load_balancer<'a>(
+    set: Option<&'a ResourceSetConfig>,
+    w: &WorkloadInfo,
+) -> Result<(&'a ResourceSetConfig, &'a super::policy::LbConfig, String), String> {
+    let set = set.ok_or("the workload is in no resource set")?;
+    let lb = set.lb.as_ref().ok_or_else(|| format!("set {} has no load balancer", set.name))?;
+    let me = set
+        .members
+        .iter()
+        .find(|m| m.host == w.host && m.workload == w.name)
+        .ok_or_else(|| format!("{}/{} is not a member of set {}", w.host, w.name, set.name))?;
+    let server = me.server.clone().ok_or_else(|| format!("{}/{} has no server name", w.host, w.name))?;
+    Ok((set, lb, server))
 }
 
 #[cfg(test)]
