@@ -21,8 +21,8 @@ use augur_core::{MetricKind, SeriesKey};
 use crate::procs::round;
 use crate::report::Report;
 
-/// The container series an agent sends, with a plausible value at second `t`.
-const SERIES: [(&str, MetricKind); 12] = [
+/// The container series an agent sends (the predict and react benches both use them).
+pub(crate) const SERIES: [(&str, MetricKind); 12] = [
     ("container_memory_usage_bytes", MetricKind::Gauge),
     ("container_memory_working_set_bytes", MetricKind::Gauge),
     ("container_spec_memory_limit_bytes", MetricKind::Gauge),

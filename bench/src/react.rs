@@ -67,6 +67,8 @@ use augur_proto::v1::{
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 
+// The container series each workload sends: the same as the predict bench's.
+use crate::predict::SERIES;
 use crate::procs::{ChildGuard, interrupted, round, wait_ready_file, work_dir};
 use crate::report::Report;
 
@@ -85,21 +87,6 @@ const CGROUP_PREFIX: &str = "cgroup/augur-bench-react";
 /// The policy the bench's aggregator config sets up.
 const POLICY: &str = "bench-react-resize";
 
-/// The container series an agent sends for a cgroup, in series-ref order.
-const SERIES: [(&str, MetricKind); 12] = [
-    ("container_memory_usage_bytes", MetricKind::Gauge),
-    ("container_memory_working_set_bytes", MetricKind::Gauge),
-    ("container_spec_memory_limit_bytes", MetricKind::Gauge),
-    ("container_cpu_usage_seconds_total", MetricKind::Counter),
-    ("container_spec_cpu_limit_cores", MetricKind::Gauge),
-    ("container_cpu_cfs_periods_total", MetricKind::Counter),
-    ("container_cpu_cfs_throttled_periods_total", MetricKind::Counter),
-    ("container_pids_current", MetricKind::Gauge),
-    ("container_spec_pids_max", MetricKind::Gauge),
-    ("container_pressure_memory_waiting_seconds_total", MetricKind::Counter),
-    ("container_pressure_cpu_waiting_seconds_total", MetricKind::Counter),
-    ("container_memory_failcnt", MetricKind::Counter),
-];
 /// Host series (ample memory headroom, so a resize fits in place).
 const HOST_SERIES: [(&str, f64); 2] =
     [("node_memory_MemAvailable_bytes", 60.0 * GIB), ("node_memory_MemTotal_bytes", 64.0 * GIB)];
